@@ -1,0 +1,102 @@
+#!/bin/sh
+# Runs inside the image root (chroot) after all packages are installed.
+# Environment: KV (kernel version), CONSOLE (ttyS0|ttyAMA0).
+set -eu
+export LC_ALL=C DEBIAN_FRONTEND=noninteractive
+
+echo bogie >/etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tbogie\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >/etc/hosts
+# Pass 0: no fsck in the initramfs nor by systemd (the root is mounted rw by the kernel args).
+echo '/dev/vda / ext4 rw,relatime 0 0' >/etc/fstab
+
+# Networking: systemd-networkd, DHCP on the (first) ethernet NIC; QEMU user net gives 10.0.2.15.
+mkdir -p /etc/systemd/network
+cat >/etc/systemd/network/20-wired.network <<'X'
+[Match]
+Name=eth0
+
+[Network]
+DHCP=ipv4
+X
+systemctl enable systemd-networkd.service
+
+# Users: core with passwordless sudo; root without password (serial console debugging).
+id core >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo core
+if getent group docker >/dev/null; then usermod -aG docker core; fi
+echo 'core ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/core
+chmod 0440 /etc/sudoers.d/core
+passwd -d root >/dev/null
+
+# sshd: Ignition writes keys to ~/.ssh/authorized_keys.d/ignition.
+cat >/etc/ssh/sshd_config.d/10-bogie.conf <<'X'
+AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys.d/ignition
+UseDNS no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+X
+# Start sshd early: not after network.target (it listens on the wildcard address) and
+# without the "sshd -t" config test (one more exec under TCG). Logins still wait for
+# systemd-user-sessions (/run/nologin).
+sed -e 's/^After=network.target /After=/' -e '/^ExecStartPre=\/usr\/sbin\/sshd -t$/d' \
+    /lib/systemd/system/ssh.service >/etc/systemd/system/ssh.service
+if grep -Eq '^(After=.*network.target|ExecStartPre=)' /etc/systemd/system/ssh.service; then
+    echo "ssh.service override did not apply" >&2; exit 1
+fi
+
+# SELinux relabel workaround for Debian's Ignition (see ignition-firstboot).
+mkdir -p /etc/selinux /usr/local/libexec/ignition-shims
+printf 'SELINUX=disabled\nSELINUXTYPE=default\n' >/etc/selinux/config
+printf '#!/bin/sh\ncat >/dev/null\nexit 0\n' >/usr/local/libexec/ignition-shims/setfiles
+chmod 0755 /usr/local/libexec/ignition-shims/setfiles
+
+# os-release: stay Debian (tests gated on flatcar must skip), mark the variant.
+OSR=/usr/lib/os-release
+sed -i '/^VARIANT=/d;/^VARIANT_ID=/d' $OSR
+printf 'VARIANT="bogie test image"\nVARIANT_ID=bogie-test\n' >>$OSR
+
+# Services the tests enable themselves (through Ignition) stay disabled.
+for u in docker.service docker.socket containerd.service etcd.service \
+         nfs-server.service rpcbind.service rpcbind.socket nfs-client.target \
+         systemd-journal-remote.socket systemd-journal-remote.service systemd-journal-upload.service \
+         nftables.service; do
+    if [ -e /lib/systemd/system/$u ] || [ -e /usr/lib/systemd/system/$u ]; then
+        systemctl disable $u >/dev/null 2>&1 || true
+    fi
+done
+# Units that only slow a short-lived test machine down.
+systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+    fstrim.timer systemd-networkd-wait-online.service >/dev/null 2>&1
+
+# Small initramfs: only the drivers a QEMU virtio machine needs.
+sed -i 's/^MODULES=.*/MODULES=list/; s/^BUSYBOX=.*/BUSYBOX=n/; s/^COMPRESS=.*/COMPRESS=zstd/' \
+    /etc/initramfs-tools/initramfs.conf
+cat >/etc/initramfs-tools/modules <<'X'
+virtio_pci
+virtio_mmio
+virtio_blk
+virtio_scsi
+virtio_net
+sd_mod
+qemu_fw_cfg
+ext4
+X
+update-initramfs -c -k "$KV" >/dev/null
+
+# The machine-id is replaced per machine on first boot (ignition-firstboot); keep the
+# build's one meanwhile so systemd never sees a "first boot" (it would preset-all units).
+rm -f /var/lib/dbus/machine-id
+ln -sf /etc/machine-id /var/lib/dbus/machine-id
+
+# Trim: docs, man pages, locales, apt caches.
+rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
+       /usr/share/lintian /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+       /var/cache/debconf/*-old /var/lib/dpkg/*-old /var/log/*.log /var/log/apt/* /tmp/* /var/tmp/*
+
+# Mark /etc and /var up to date with /usr so that first boot skips the ConditionNeedsUpdate
+# units (sysusers, ldconfig, hwdb and catalog updates): done here at build time instead.
+systemd-sysusers >/dev/null
+systemd-hwdb update --usr
+rm -f /etc/udev/hwdb.bin
+ldconfig
+journalctl --update-catalog || true
+/lib/systemd/systemd-update-done

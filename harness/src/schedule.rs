@@ -1,0 +1,258 @@
+//! The scheduler: runs the planned tests on tokio, at most `parallel` at once, reruns
+//! failures, and streams every result as it finishes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bogie_reports::{Status, TestResult};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::cluster::Phase;
+use crate::runner::{run_attempt, AttemptContext};
+use crate::select::Selected;
+use crate::test::Test;
+
+/// What the scheduler reports while it works (for progress displays).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A test started an attempt.
+    Started {
+        /// Test name.
+        name: String,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// A test entered a phase.
+    Phase {
+        /// Test name.
+        name: String,
+        /// The phase.
+        phase: Phase,
+    },
+    /// An attempt failed and the test will be rerun.
+    Retrying {
+        /// Test name.
+        name: String,
+        /// The failed attempt's one-line reason.
+        reason: String,
+    },
+    /// A test finished (or was skipped): its final result.
+    Finished(Box<TestResult>),
+}
+
+/// Scheduling options.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleOptions {
+    /// Tests at once (at least 1).
+    pub parallel: usize,
+    /// Reruns of a failed test (0: none).
+    pub retries: u32,
+    /// Rerun failures classed `harness` once even when `retries` is 0.
+    pub retry_harness_failures: bool,
+    /// Tests whose failures only warn (denylist `warn`).
+    pub warn_only: HashSet<String>,
+    /// Known durations from a previous run: longest first.
+    pub durations: HashMap<String, Duration>,
+}
+
+/// Orders runnable tests: longest known duration first, then multi-machine tests, then by
+/// name (stable).
+pub fn order(tests: &mut [Test], durations: &HashMap<String, Duration>) {
+    tests.sort_by(|a, b| {
+        let da = durations.get(&a.name).copied().unwrap_or_default();
+        let db = durations.get(&b.name).copied().unwrap_or_default();
+        db.cmp(&da)
+            .then(b.cluster_size.cmp(&a.cluster_size))
+            .then(a.name.cmp(&b.name))
+    });
+}
+
+/// Runs every selected test; skipped ones are reported at once. Each final result is sent
+/// on `events` as [`Event::Finished`] as soon as it is known; all results are returned.
+pub async fn run_all(
+    ctx: AttemptContext,
+    selected: Vec<Selected>,
+    opts: ScheduleOptions,
+    events: mpsc::UnboundedSender<Event>,
+) -> Vec<TestResult> {
+    let platform = ctx.platform.name().to_string();
+    let arch = ctx.env.arch.as_str().to_string();
+    let mut results = Vec::new();
+    let mut runnable = Vec::new();
+    for s in selected {
+        match s {
+            Selected::Skip(t, reason) => {
+                let mut r = TestResult::skipped(&t.name, &platform, &arch, reason);
+                r.tags = t.tags.clone();
+                let _ = events.send(Event::Finished(Box::new(r.clone())));
+                results.push(r);
+            }
+            Selected::Run(t) => runnable.push(t),
+        }
+    }
+    order(&mut runnable, &opts.durations);
+    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let ctx = Arc::new(ctx);
+    let opts = Arc::new(opts);
+    let mut set = tokio::task::JoinSet::new();
+    for t in runnable {
+        let sem = sem.clone();
+        let ctx = ctx.clone();
+        let opts = opts.clone();
+        let events = events.clone();
+        let platform = platform.clone();
+        let arch = arch.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore never closes");
+            if ctx.cancel.is_cancelled() {
+                return TestResult::skipped(
+                    &t.name,
+                    &platform,
+                    &arch,
+                    "run interrupted before the test started",
+                );
+            }
+            let r = run_test(&ctx, &t, &opts, &events, &platform, &arch).await;
+            let _ = events.send(Event::Finished(Box::new(r.clone())));
+            r
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => tracing::error!(error = %e, "a test task panicked"),
+        }
+    }
+    results
+}
+
+async fn run_test(
+    ctx: &AttemptContext,
+    t: &Test,
+    opts: &ScheduleOptions,
+    events: &mpsc::UnboundedSender<Event>,
+    platform: &str,
+    arch: &str,
+) -> TestResult {
+    let mut attempts = Vec::new();
+    let mut number = 1;
+    let mut harness_retry_used = false;
+    loop {
+        let _ = events.send(Event::Started {
+            name: t.name.clone(),
+            attempt: number,
+        });
+        let name = t.name.clone();
+        let ev = events.clone();
+        let phase = Box::new(move |p: Phase| {
+            let _ = ev.send(Event::Phase {
+                name: name.clone(),
+                phase: p,
+            });
+        });
+        // A panic in a test body must not lose other results: run the attempt in its own task.
+        let outcome = {
+            let ctx = ctx.clone();
+            let t2 = t.clone();
+            tokio::spawn(async move { run_attempt(&ctx, &t2, number, phase).await }).await
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let msg = format!("the test panicked: {e}");
+                crate::runner::AttemptOutcome {
+                    attempt: bogie_reports::Attempt {
+                        number,
+                        passed: false,
+                        started: chrono::Utc::now(),
+                        duration: Duration::ZERO,
+                        failure: Some(crate::runner::make_failure(
+                            bogie_reports::FailureClass::Assertion,
+                            &msg,
+                            "",
+                        )),
+                        output: String::new(),
+                        machines: Vec::new(),
+                        subtests: Vec::new(),
+                    },
+                    skipped: None,
+                    kept: 0,
+                }
+            }
+        };
+        if let Some(reason) = outcome.skipped {
+            let mut r = TestResult::skipped(&t.name, platform, arch, reason);
+            r.attempts = vec![outcome.attempt];
+            r.tags = t.tags.clone();
+            return r;
+        }
+        let passed = outcome.attempt.passed;
+        let class = outcome.attempt.failure.as_ref().map(|f| f.class);
+        let reason = outcome
+            .attempt
+            .failure
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        attempts.push(outcome.attempt);
+        if passed || ctx.cancel.is_cancelled() {
+            break;
+        }
+        let retries_left = number <= opts.retries;
+        let harness_retry = opts.retry_harness_failures
+            && !harness_retry_used
+            && class == Some(bogie_reports::FailureClass::Harness);
+        if !retries_left && !harness_retry {
+            break;
+        }
+        if !retries_left {
+            harness_retry_used = true;
+        }
+        let _ = events.send(Event::Retrying {
+            name: t.name.clone(),
+            reason,
+        });
+        number += 1;
+    }
+    let last_passed = attempts.last().is_some_and(|a| a.passed);
+    let status = if last_passed {
+        if attempts.len() == 1 {
+            Status::Pass
+        } else {
+            Status::Flaky
+        }
+    } else if opts.warn_only.contains(&t.name) {
+        Status::Warn
+    } else {
+        Status::Fail
+    };
+    TestResult {
+        name: t.name.clone(),
+        status,
+        skip_reason: None,
+        platform: platform.to_string(),
+        arch: arch.to_string(),
+        attempts,
+        tags: t.tags.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_known_first() {
+        let mut ts = vec![
+            Test::new("a", |_c| async { Ok(()) }),
+            Test::new("b", |_c| async { Ok(()) }).cluster_size(3),
+            Test::new("c", |_c| async { Ok(()) }),
+        ];
+        let mut d = HashMap::new();
+        d.insert("c".to_string(), Duration::from_secs(100));
+        order(&mut ts, &d);
+        let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["c", "b", "a"]);
+    }
+}

@@ -1,0 +1,300 @@
+//! Selection: which registered tests a run plans and which it skips, each skip with its
+//! reason. Globs (`cl.*`) as kola matches them, platform/arch/distro/channel/offering lists,
+//! version ranges, tags and the image's capabilities.
+
+use std::collections::BTreeSet;
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::arch::Arch;
+use crate::test::{Test, Version};
+
+/// What the run is.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Name patterns (globs); empty means `*`.
+    pub patterns: Vec<String>,
+    /// Platform name.
+    pub platform: String,
+    /// Architecture.
+    pub arch: Arch,
+    /// Distro (`cl`).
+    pub distro: String,
+    /// Channel, when given.
+    pub channel: Option<String>,
+    /// Offering, when given.
+    pub offering: Option<String>,
+    /// Image version, when known.
+    pub version: Option<Version>,
+    /// Capabilities of image and platform.
+    pub provides: BTreeSet<String>,
+    /// `--no-net`: skip tests tagged `needs-internet`.
+    pub no_net: bool,
+    /// `--tag T`: run only tests with one of these tags (empty: no constraint).
+    pub tags: Vec<String>,
+    /// `--tag '!T'`: skip tests with any of these tags.
+    pub exclude_tags: Vec<String>,
+}
+
+/// A test's fate in this run.
+#[derive(Debug, Clone)]
+pub enum Selected {
+    /// It runs.
+    Run(Test),
+    /// It is skipped, with the reason.
+    Skip(Test, String),
+}
+
+impl Selected {
+    /// The test.
+    pub fn test(&self) -> &Test {
+        match self {
+            Selected::Run(t) | Selected::Skip(t, _) => t,
+        }
+    }
+}
+
+/// Bad selection input.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// A pattern is not a valid glob.
+    #[error("invalid test pattern {pattern:?}: {reason}")]
+    BadPattern {
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        reason: String,
+    },
+    /// A pattern matched no registered test.
+    #[error("unknown test {0:?} (see `bogie list`)")]
+    Unknown(String),
+}
+
+/// Compiles a kola-style glob (`*` matches dots too, as Go's filepath.Match with no `/`).
+pub fn glob(pattern: &str) -> Result<GlobMatcher, SelectError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| SelectError::BadPattern {
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn is_glob(p: &str) -> bool {
+    p.contains(['*', '?', '['])
+}
+
+/// Selects tests: every test matching a pattern is returned, planned or skipped with a
+/// reason. A pattern that matches nothing is an error.
+pub fn select(tests: &[Test], f: &Filter) -> Result<Vec<Selected>, SelectError> {
+    let patterns: Vec<String> = if f.patterns.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        f.patterns.clone()
+    };
+    let matchers = patterns
+        .iter()
+        .map(|p| glob(p).map(|g| (p.clone(), g)))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (p, g) in &matchers {
+        if !tests.iter().any(|t| g.is_match(&t.name)) {
+            return Err(SelectError::Unknown(p.clone()));
+        }
+    }
+    let mut out = Vec::new();
+    for t in tests {
+        let hits: Vec<&String> = matchers
+            .iter()
+            .filter(|(_, g)| g.is_match(&t.name))
+            .map(|(p, _)| p)
+            .collect();
+        if hits.is_empty() {
+            continue;
+        }
+        // kola: naming a test exactly ignores its version range.
+        let exact = hits.iter().any(|p| !is_glob(p));
+        match skip_reason(t, f, exact) {
+            Some(r) => out.push(Selected::Skip(t.clone(), r)),
+            None => out.push(Selected::Run(t.clone())),
+        }
+    }
+    Ok(out)
+}
+
+/// Why a test does not run under `f`, or None when it runs.
+pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
+    if !t.platforms.is_empty() && !t.platforms.iter().any(|p| platform_matches(p, &f.platform)) {
+        return Some(format!(
+            "platform {} not in the test's platforms ({})",
+            f.platform,
+            t.platforms.join(", ")
+        ));
+    }
+    if t.exclude_platforms
+        .iter()
+        .any(|p| platform_matches(p, &f.platform))
+    {
+        return Some(format!("platform {} is excluded by the test", f.platform));
+    }
+    if !t.architectures.is_empty() && !t.architectures.contains(&f.arch) {
+        let list: Vec<&str> = t.architectures.iter().map(|a| a.as_str()).collect();
+        return Some(format!(
+            "architecture {} not in the test's architectures ({})",
+            f.arch,
+            list.join(", ")
+        ));
+    }
+    if t.exclude_architectures.contains(&f.arch) {
+        return Some(format!("architecture {} is excluded by the test", f.arch));
+    }
+    if !t.distros.is_empty() && !t.distros.contains(&f.distro) {
+        return Some(format!(
+            "distro {} not in the test's distros ({})",
+            f.distro,
+            t.distros.join(", ")
+        ));
+    }
+    if t.exclude_distros.contains(&f.distro) {
+        return Some(format!("distro {} is excluded by the test", f.distro));
+    }
+    if let Some(ch) = &f.channel {
+        if !t.channels.is_empty() && !t.channels.contains(ch) {
+            return Some(format!("channel {ch} not in the test's channels"));
+        }
+        if t.exclude_channels.contains(ch) {
+            return Some(format!("channel {ch} is excluded by the test"));
+        }
+    }
+    if let Some(off) = &f.offering {
+        if !t.offerings.is_empty() && !t.offerings.contains(off) {
+            return Some(format!("offering {off} not in the test's offerings"));
+        }
+    }
+    if !exact {
+        if let Some(v) = f.version {
+            if let Some(min) = t.min_version {
+                if v < min {
+                    return Some(format!(
+                        "image version {v} is older than the test's minimum {min}"
+                    ));
+                }
+            }
+            if let Some(end) = t.end_version {
+                if v >= end {
+                    return Some(format!(
+                        "image version {v} is at or past the test's end version {end}"
+                    ));
+                }
+            }
+        }
+    }
+    if f.no_net && t.has_tag("needs-internet") {
+        return Some("needs-internet: --no-net was given".to_string());
+    }
+    if let Some(tag) = f.exclude_tags.iter().find(|x| t.has_tag(x)) {
+        return Some(format!("tag {tag} is excluded by --tag '!{tag}'"));
+    }
+    if !f.tags.is_empty() && !f.tags.iter().any(|x| t.has_tag(x)) {
+        return Some(format!(
+            "none of the tags {} given by --tag",
+            f.tags.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = t
+        .requires
+        .iter()
+        .filter(|r| !f.provides.contains(*r))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "requires {} (not provided by the image or platform)",
+            missing.join(", ")
+        ));
+    }
+    None
+}
+
+/// kola: tests listing `qemu` also run on `qemu-unpriv` and the reverse (bogie's qemu is
+/// unprivileged).
+fn platform_matches(listed: &str, platform: &str) -> bool {
+    listed == platform
+        || (matches!(listed, "qemu" | "qemu-unpriv") && matches!(platform, "qemu" | "qemu-unpriv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> Test {
+        Test::new(name, |_c| async { Ok(()) })
+    }
+
+    fn filter() -> Filter {
+        Filter {
+            patterns: vec![],
+            platform: "qemu".into(),
+            arch: Arch::Amd64,
+            distro: "cl".into(),
+            channel: None,
+            offering: None,
+            version: Some(Version::new(4000, 0, 0)),
+            provides: ["docker".to_string()].into_iter().collect(),
+            no_net: true,
+            tags: vec![],
+            exclude_tags: vec![],
+        }
+    }
+
+    fn names(s: &[Selected]) -> Vec<(String, Option<String>)> {
+        s.iter()
+            .map(|x| match x {
+                Selected::Run(t) => (t.name.clone(), None),
+                Selected::Skip(t, r) => (t.name.clone(), Some(r.clone())),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn globs_match_across_dots() {
+        let tests = vec![t("cl.basic"), t("cl.ignition.v1.once"), t("docker.base")];
+        let mut f = filter();
+        f.patterns = vec!["cl.*".into()];
+        let s = select(&tests, &f).unwrap();
+        assert_eq!(s.len(), 2);
+        f.patterns = vec!["nope.*".into()];
+        assert!(matches!(select(&tests, &f), Err(SelectError::Unknown(p)) if p == "nope.*"));
+    }
+
+    #[test]
+    fn every_skip_has_a_reason() {
+        let tests = vec![
+            t("a").platforms(&["azure"]),
+            t("b").architectures(&[Arch::Arm64]),
+            t("c").min_version(Version::new(4100, 0, 0)),
+            t("d").tags(&["needs-internet"]),
+            t("e").requires(&["docker", "tpm"]),
+            t("f").platforms(&["qemu-unpriv"]),
+        ];
+        let s = names(&select(&tests, &filter()).unwrap());
+        assert!(s[0].1.as_deref().unwrap().contains("platform qemu not in"));
+        assert!(s[1].1.as_deref().unwrap().contains("architecture amd64"));
+        assert!(s[2].1.as_deref().unwrap().contains("older than"));
+        assert!(s[3].1.as_deref().unwrap().contains("needs-internet"));
+        assert_eq!(
+            s[4].1.as_deref().unwrap(),
+            "requires tpm (not provided by the image or platform)"
+        );
+        assert_eq!(s[5].1, None);
+    }
+
+    #[test]
+    fn exact_names_ignore_version_ranges() {
+        let tests = vec![t("c").min_version(Version::new(4100, 0, 0))];
+        let mut f = filter();
+        f.patterns = vec!["c".into()];
+        assert!(matches!(select(&tests, &f).unwrap()[0], Selected::Run(_)));
+    }
+}

@@ -1,0 +1,394 @@
+//! Building QEMU command lines. Pure: no I/O, so every shape is unit-tested.
+//!
+//! A [`MachinePlan`] is everything one QEMU invocation needs; [`MachinePlan::args`] turns it
+//! into argv. Later boot modes (restoring a snapshot with `-loadvm`, or `-incoming` from a
+//! saved memory file) become one more field here and a few lines in `args`.
+
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+use bogie_harness::{Arch, PlatformError};
+
+/// The accelerator a machine runs under, after `auto` was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedAccel {
+    /// Hardware virtualisation through `/dev/kvm` (`-cpu host`).
+    Kvm,
+    /// QEMU's software emulator (`-cpu max`).
+    Tcg,
+}
+
+impl ResolvedAccel {
+    /// `kvm` / `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolvedAccel::Kvm => "kvm",
+            ResolvedAccel::Tcg => "tcg",
+        }
+    }
+}
+
+/// How the machine's firmware is set up (firmware boot only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Firmware {
+    /// QEMU's built-in default (SeaBIOS on amd64).
+    Default,
+    /// `-bios FILE`.
+    Bios(PathBuf),
+    /// UEFI in two pflash devices: the shared read-only code and this machine's own vars copy.
+    Pflash { code: PathBuf, vars: PathBuf },
+}
+
+/// How the machine boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Boot {
+    /// `-kernel/-initrd/-append`.
+    DirectKernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        append: String,
+    },
+    /// Through firmware from the primary disk (`bootindex=1`).
+    Firmware(Firmware),
+}
+
+/// The second NIC on the cluster's private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PrivateNic {
+    /// The cluster's multicast group and port.
+    pub mcast: SocketAddrV4,
+    /// This machine's fixed MAC address.
+    pub mac: String,
+}
+
+/// Everything one QEMU invocation needs.
+#[derive(Debug, Clone)]
+pub(crate) struct MachinePlan {
+    pub name: String,
+    pub arch: Arch,
+    pub accel: ResolvedAccel,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub boot: Boot,
+    /// The machine's qcow2 overlay.
+    pub disk: PathBuf,
+    /// Additional empty qcow2 disks.
+    pub extra_disks: Vec<PathBuf>,
+    /// The Ignition config file, when there is one.
+    pub ignition: Option<PathBuf>,
+    /// The fw_cfg names the config is passed under.
+    pub fw_cfg_names: Vec<String>,
+    /// Host port forwarded to the guest's port 22.
+    pub ssh_port: u16,
+    /// Serial console log file.
+    pub console: PathBuf,
+    /// QMP socket path (relative to QEMU's working directory, the machine dir, to stay short).
+    pub qmp_socket: PathBuf,
+    pub private_nic: Option<PrivateNic>,
+    /// `--qemu-options`, appended last.
+    pub extra_args: Vec<String>,
+}
+
+/// A path as a command-line string; QEMU takes paths as bytes, but we build `key=value`
+/// option strings, so non-UTF-8 paths are refused rather than mangled.
+pub(crate) fn path_str(p: &Path) -> Result<&str, PlatformError> {
+    p.to_str()
+        .ok_or_else(|| PlatformError::Input(format!("path is not UTF-8: {}", p.display())))
+}
+
+/// Escapes a value for a QEMU `key=value,...` option: commas are doubled.
+pub(crate) fn qemu_escape(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+fn opt_path(p: &Path) -> Result<String, PlatformError> {
+    Ok(qemu_escape(path_str(p)?))
+}
+
+/// `qcow2` when the file name says so, else `raw` (how kola picks pflash formats).
+pub(crate) fn format_by_suffix(p: &Path) -> &'static str {
+    if p.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    }
+}
+
+impl MachinePlan {
+    /// The QEMU argv (without the binary).
+    pub(crate) fn args(&self) -> Result<Vec<String>, PlatformError> {
+        let mut a: Vec<String> = Vec::with_capacity(64);
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+
+        push(&["-name", &format!("guest={}", qemu_escape(&self.name))]);
+        let machine = match (self.arch, self.accel) {
+            (Arch::Amd64, _) => "q35",
+            // TCG emulates GICv3; under KVM take whatever the host's GIC offers.
+            (Arch::Arm64, ResolvedAccel::Tcg) => "virt,gic-version=3",
+            (Arch::Arm64, ResolvedAccel::Kvm) => "virt,gic-version=max",
+        };
+        push(&["-machine", machine, "-accel", self.accel.as_str()]);
+        let cpu = match (self.arch, self.accel) {
+            (_, ResolvedAccel::Kvm) => "host",
+            // Emulating the architected pointer-authentication hash is very slow under TCG;
+            // the implementation-defined one is functionally the same for a guest.
+            (Arch::Arm64, ResolvedAccel::Tcg) => "max,pauth-impdef=on",
+            (Arch::Amd64, ResolvedAccel::Tcg) => "max",
+        };
+        push(&["-cpu", cpu]);
+        push(&[
+            "-smp",
+            &self.cpus.max(1).to_string(),
+            "-m",
+            &self.memory_mb.to_string(),
+        ]);
+        push(&["-nodefaults", "-display", "none"]);
+
+        let firmware_boot = match &self.boot {
+            Boot::DirectKernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                push(&["-kernel", path_str(kernel)?]);
+                if let Some(initrd) = initrd {
+                    push(&["-initrd", path_str(initrd)?]);
+                }
+                push(&["-append", append]);
+                false
+            }
+            Boot::Firmware(fw) => {
+                match fw {
+                    Firmware::Default => {}
+                    Firmware::Bios(f) => push(&["-bios", path_str(f)?]),
+                    Firmware::Pflash { code, vars } => {
+                        push(&[
+                            "-drive",
+                            &format!(
+                                "if=pflash,unit=0,format={},readonly=on,file={}",
+                                format_by_suffix(code),
+                                opt_path(code)?
+                            ),
+                        ]);
+                        push(&[
+                            "-drive",
+                            &format!(
+                                "if=pflash,unit=1,format={},file={}",
+                                format_by_suffix(vars),
+                                opt_path(vars)?
+                            ),
+                        ]);
+                    }
+                }
+                true
+            }
+        };
+
+        push(&[
+            "-drive",
+            &format!(
+                "if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file={}",
+                opt_path(&self.disk)?
+            ),
+        ]);
+        let bootindex = if firmware_boot { ",bootindex=1" } else { "" };
+        push(&[
+            "-device",
+            &format!("virtio-blk-pci,drive=disk0,serial=primary-disk{bootindex}"),
+        ]);
+        for (i, d) in self.extra_disks.iter().enumerate() {
+            let n = i + 1;
+            push(&[
+                "-drive",
+                &format!(
+                    "if=none,id=disk{n},format=qcow2,cache=unsafe,discard=unmap,file={}",
+                    opt_path(d)?
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-blk-pci,drive=disk{n},serial=extra-disk-{n}"),
+            ]);
+        }
+
+        push(&[
+            "-netdev",
+            &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port),
+            "-device",
+            "virtio-net-pci,netdev=net0,romfile=",
+        ]);
+        if let Some(nic) = &self.private_nic {
+            push(&[
+                "-netdev",
+                &format!("socket,id=net1,mcast={},localaddr=127.0.0.1", nic.mcast),
+                "-device",
+                &format!("virtio-net-pci,netdev=net1,mac={},romfile=", nic.mac),
+            ]);
+        }
+        push(&[
+            "-object",
+            "rng-random,id=rng0,filename=/dev/urandom",
+            "-device",
+            "virtio-rng-pci,rng=rng0",
+        ]);
+        push(&[
+            "-chardev",
+            &format!("file,id=console0,path={}", opt_path(&self.console)?),
+            "-serial",
+            "chardev:console0",
+        ]);
+        push(&[
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", opt_path(&self.qmp_socket)?),
+        ]);
+        if let Some(ign) = &self.ignition {
+            let file = opt_path(ign)?;
+            for name in &self.fw_cfg_names {
+                push(&[
+                    "-fw_cfg",
+                    &format!("name={},file={file}", qemu_escape(name)),
+                ]);
+            }
+        }
+        a.extend(self.extra_args.iter().cloned());
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(arch: Arch, boot: Boot) -> MachinePlan {
+        MachinePlan {
+            name: "t-m0".into(),
+            arch,
+            accel: ResolvedAccel::Tcg,
+            memory_mb: 1024,
+            cpus: 2,
+            boot,
+            disk: "/out/t/m0/disk.qcow2".into(),
+            extra_disks: vec![],
+            ignition: Some("/out/t/m0/ignition.json".into()),
+            fw_cfg_names: vec![
+                "opt/org.flatcar-linux/config".into(),
+                "opt/com.coreos/config".into(),
+            ],
+            ssh_port: 40022,
+            console: "/out/t/m0/console.txt".into(),
+            qmp_socket: "qmp.sock".into(),
+            private_nic: Some(PrivateNic {
+                mcast: "230.77.1.2:45000".parse().unwrap(),
+                mac: "52:54:00:77:05:0a".into(),
+            }),
+            extra_args: vec![],
+        }
+    }
+
+    fn joined(p: &MachinePlan) -> String {
+        p.args().unwrap().join(" ")
+    }
+
+    #[test]
+    fn amd64_direct_kernel() {
+        let p = plan(
+            Arch::Amd64,
+            Boot::DirectKernel {
+                kernel: "/img/vmlinuz".into(),
+                initrd: Some("/img/initrd.img".into()),
+                append: "root=/dev/vda rw console=ttyS0 net.ifnames=0".into(),
+            },
+        );
+        let args = p.args().unwrap();
+        let expected = [
+            "-name", "guest=t-m0", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2",
+            "-m", "1024", "-nodefaults", "-display", "none", "-kernel", "/img/vmlinuz", "-initrd",
+            "/img/initrd.img", "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+            "-drive",
+            "if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file=/out/t/m0/disk.qcow2",
+            "-device", "virtio-blk-pci,drive=disk0,serial=primary-disk",
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22",
+            "-device", "virtio-net-pci,netdev=net0,romfile=",
+            "-netdev", "socket,id=net1,mcast=230.77.1.2:45000,localaddr=127.0.0.1",
+            "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:77:05:0a,romfile=",
+            "-object", "rng-random,id=rng0,filename=/dev/urandom",
+            "-device", "virtio-rng-pci,rng=rng0",
+            "-chardev", "file,id=console0,path=/out/t/m0/console.txt", "-serial", "chardev:console0",
+            "-qmp", "unix:qmp.sock,server=on,wait=off",
+            "-fw_cfg", "name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json",
+            "-fw_cfg", "name=opt/com.coreos/config,file=/out/t/m0/ignition.json",
+        ];
+        assert_eq!(args, expected);
+        assert!(!args.iter().any(|a| a == "-no-reboot"), "tests reboot machines");
+    }
+
+    #[test]
+    fn both_fw_cfg_names_are_passed() {
+        let p = plan(Arch::Arm64, Boot::Firmware(Firmware::Default));
+        let s = joined(&p);
+        assert!(s.contains("-fw_cfg name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json"));
+        assert!(s.contains("-fw_cfg name=opt/com.coreos/config,file=/out/t/m0/ignition.json"));
+        let mut none = p.clone();
+        none.ignition = None;
+        assert!(!joined(&none).contains("-fw_cfg"));
+    }
+
+    #[test]
+    fn amd64_firmware_disk_uses_seabios_and_bootindex() {
+        let p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        let s = joined(&p);
+        assert!(s.contains("-machine q35 -accel tcg -cpu max"));
+        assert!(!s.contains("-bios") && !s.contains("pflash") && !s.contains("-kernel"));
+        assert!(s.contains("virtio-blk-pci,drive=disk0,serial=primary-disk,bootindex=1"));
+
+        let bios = plan(Arch::Amd64, Boot::Firmware(Firmware::Bios("/fw/bios-256k.bin".into())));
+        assert!(joined(&bios).contains("-bios /fw/bios-256k.bin"));
+
+        let mut kvm = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        kvm.accel = ResolvedAccel::Kvm;
+        assert!(joined(&kvm).contains("-machine q35 -accel kvm -cpu host"));
+    }
+
+    #[test]
+    fn arm64_uefi_disk_uses_pflash_with_the_machine_vars_copy() {
+        let p = plan(
+            Arch::Arm64,
+            Boot::Firmware(Firmware::Pflash {
+                code: "/usr/share/AAVMF/AAVMF_CODE.fd".into(),
+                vars: "/out/t/m0/efivars.fd".into(),
+            }),
+        );
+        let s = joined(&p);
+        assert!(s.contains("-machine virt,gic-version=3 -accel tcg -cpu max,pauth-impdef=on"));
+        assert!(s.contains(
+            "-drive if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"
+        ));
+        assert!(s.contains("-drive if=pflash,unit=1,format=raw,file=/out/t/m0/efivars.fd"));
+        assert!(s.contains("bootindex=1"));
+
+        let q = plan(
+            Arch::Arm64,
+            Boot::Firmware(Firmware::Pflash {
+                code: "/fw/flatcar_efi_code.qcow2".into(),
+                vars: "/out/t/m0/efivars.qcow2".into(),
+            }),
+        );
+        let s = joined(&q);
+        assert!(s.contains("if=pflash,unit=0,format=qcow2,readonly=on"));
+        assert!(s.contains("if=pflash,unit=1,format=qcow2,file=/out/t/m0/efivars.qcow2"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped_and_extra_disks_and_args_are_added() {
+        let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        p.console = "/out/a,b/console.txt".into();
+        p.extra_disks = vec!["/out/t/m0/extra-1.qcow2".into()];
+        p.extra_args = vec!["-device".into(), "virtio-balloon-pci".into()];
+        p.private_nic = None;
+        let args = p.args().unwrap();
+        assert!(args.contains(&"file,id=console0,path=/out/a,,b/console.txt".to_string()));
+        assert!(args.contains(&"virtio-blk-pci,drive=disk1,serial=extra-disk-1".to_string()));
+        assert_eq!(args[args.len() - 2..], ["-device", "virtio-balloon-pci"]);
+        assert!(!args.iter().any(|a| a.contains("net1")));
+    }
+}

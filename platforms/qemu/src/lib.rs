@@ -1,0 +1,480 @@
+//! bogie's QEMU platform: unprivileged local machines for amd64 and arm64.
+//!
+//! Each machine is one `qemu-system-*` process with a qcow2 overlay on the image's disk,
+//! user-mode networking with `hostfwd` to a free loopback port for SSH, a second NIC on the
+//! cluster's private network (a multicast socket netdev, static `10.77.0.N/24` addresses
+//! configured through Ignition), the serial console in `console.txt` and a QMP socket.
+//! KVM is used when `/dev/kvm` works and the guest arch is the host's; TCG otherwise.
+//!
+//! Nothing leaks: QEMU dies with bogie (`PR_SET_PDEATHSIG`) unless the machine may outlive
+//! the run, destroy is idempotent, and dropping a machine kills its QEMU.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bogie_harness::{Arch, Cluster, ClusterSpec, ImageInfo, Platform, PlatformError};
+
+mod cmdline;
+pub mod detect;
+pub mod ignition;
+pub mod kvm;
+mod machine;
+pub mod qmp;
+mod spawn;
+
+pub use cmdline::ResolvedAccel;
+pub use machine::{down, QemuCluster, QemuMachine};
+
+use cmdline::format_by_suffix;
+use detect::{find_program, is_executable, qemu_system_binary, qemu_system_package};
+
+/// Debian's (`qemu-efi-aarch64`) UEFI code for arm64 `virt` machines.
+pub const DEFAULT_AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+/// Debian's UEFI variable store template matching [`DEFAULT_AAVMF_CODE`].
+pub const DEFAULT_AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+/// fw_cfg names every Ignition config is passed under: Flatcar's and upstream Ignition's.
+pub const FW_CFG_NAMES: [&str; 2] = ["opt/org.flatcar-linux/config", "opt/com.coreos/config"];
+
+/// Which accelerator to use (`--qemu-accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// KVM when `/dev/kvm` works and the guest arch is the host's, else TCG.
+    #[default]
+    Auto,
+    /// KVM or fail.
+    Kvm,
+    /// Always TCG (software emulation).
+    Tcg,
+}
+
+impl FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Accel::Auto),
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            other => Err(format!("unknown accelerator {other:?} (expected auto, kvm or tcg)")),
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// What the user chose for the QEMU platform (kola's `--qemu-*` flags and more).
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The image under test (`--qemu-image`).
+    pub image: ImageInfo,
+    /// The architecture machines boot as (`--board`).
+    pub arch: Arch,
+    /// Firmware code file (`--qemu-firmware`); with `ovmf_vars` it is UEFI pflash code,
+    /// without it a `-bios` file.
+    pub firmware: Option<PathBuf>,
+    /// UEFI variable store template (`--qemu-ovmf-vars`), copied per machine.
+    pub ovmf_vars: Option<PathBuf>,
+    /// Guest memory in MiB (default 1024).
+    pub memory_mb: u32,
+    /// vCPUs per machine; the caller passes host cores ÷ parallel (at least 1).
+    pub cpus: u32,
+    /// The QEMU system emulator to run instead of `qemu-system-<arch>` from `PATH`.
+    pub qemu_binary: Option<PathBuf>,
+    /// The `qemu-img` to run instead of the one in `PATH`.
+    pub qemu_img: Option<PathBuf>,
+    /// Accelerator choice.
+    pub accel: Accel,
+    /// Extra arguments appended to every QEMU command line (`--qemu-options`).
+    pub qemu_options: Vec<String>,
+    /// `--qemu-skip-mangle`: accepted for kola compatibility; bogie never modifies images.
+    pub skip_mangle: bool,
+}
+
+impl QemuOptions {
+    /// Defaults for an image and board: 1024 MiB, one vCPU per host core, `auto` accel.
+    pub fn new(image: ImageInfo, arch: Arch) -> Self {
+        QemuOptions {
+            image,
+            arch,
+            firmware: None,
+            ovmf_vars: None,
+            memory_mb: 1024,
+            cpus: default_cpus(1),
+            qemu_binary: None,
+            qemu_img: None,
+            accel: Accel::Auto,
+            qemu_options: Vec::new(),
+            skip_mangle: false,
+        }
+    }
+}
+
+/// vCPUs per machine when `parallel` machines run at once: host cores ÷ parallel, at least 1.
+pub fn default_cpus(parallel: u32) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    (cores / parallel.max(1)).max(1)
+}
+
+/// The image's firmware setup (firmware boot), before it is specialised per machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FirmwareTemplate {
+    /// QEMU's default (SeaBIOS on amd64).
+    Default,
+    /// `-bios FILE`.
+    Bios(PathBuf),
+    /// UEFI pflash: shared code, vars copied into each machine's dir.
+    Uefi { code: PathBuf, vars: PathBuf },
+}
+
+/// How the image boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BootTemplate {
+    DirectKernel {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        args: String,
+    },
+    Firmware(FirmwareTemplate),
+}
+
+/// Everything resolved once per run.
+#[derive(Debug)]
+pub(crate) struct PlatformInner {
+    pub opts: QemuOptions,
+    pub binary: PathBuf,
+    pub qemu_img: PathBuf,
+    pub accel: ResolvedAccel,
+    pub disk: PathBuf,
+    pub disk_format: String,
+    pub boot: BootTemplate,
+    pub fw_cfg_names: Vec<String>,
+}
+
+/// The QEMU platform. Create it with [`QemuPlatform::new`], which validates everything
+/// before any machine boots.
+#[derive(Debug, Clone)]
+pub struct QemuPlatform {
+    inner: Arc<PlatformInner>,
+}
+
+fn input(msg: impl Into<String>) -> PlatformError {
+    PlatformError::Input(msg.into())
+}
+
+impl QemuPlatform {
+    /// Validates the options (QEMU and qemu-img present, image present and of the `--board`
+    /// arch, firmware present) and picks the accelerator. Errors are one-line
+    /// [`PlatformError::Input`]s.
+    pub fn new(opts: QemuOptions) -> Result<Self, PlatformError> {
+        let path_var = std::env::var_os("PATH");
+        Self::validate(opts, path_var.as_deref(), kvm::probe)
+    }
+
+    pub(crate) fn validate(
+        opts: QemuOptions,
+        path_var: Option<&std::ffi::OsStr>,
+        kvm_probe: impl FnOnce() -> Result<(), String>,
+    ) -> Result<Self, PlatformError> {
+        let arch = opts.arch;
+        let binary = match &opts.qemu_binary {
+            Some(b) if is_executable(b) => b.clone(),
+            Some(b) => {
+                return Err(input(format!(
+                    "QEMU binary {} does not exist or is not executable",
+                    b.display()
+                )))
+            }
+            None => find_program(qemu_system_binary(arch), path_var).ok_or_else(|| {
+                input(format!(
+                    "{} not found in PATH: install the Debian package {}",
+                    qemu_system_binary(arch),
+                    qemu_system_package(arch)
+                ))
+            })?,
+        };
+        let qemu_img = match &opts.qemu_img {
+            Some(b) if is_executable(b) => b.clone(),
+            Some(b) => {
+                return Err(input(format!(
+                    "qemu-img {} does not exist or is not executable",
+                    b.display()
+                )))
+            }
+            None => find_program("qemu-img", path_var).ok_or_else(|| {
+                input("qemu-img not found in PATH: install the Debian package qemu-utils")
+            })?,
+        };
+
+        let image = &opts.image;
+        let shown = image.path.display();
+        if !image.path.exists() {
+            return Err(input(format!("image not found: {shown}")));
+        }
+        let mismatch = |found: Arch| {
+            input(format!(
+                "image {shown} is {found} but --board {} was given",
+                arch.board()
+            ))
+        };
+        let mut fw_cfg_names: Vec<String> = FW_CFG_NAMES.iter().map(|s| s.to_string()).collect();
+        let (disk, disk_format, boot) = match &image.manifest {
+            Some(m) => {
+                if !m.disk.exists() {
+                    return Err(input(format!(
+                        "image {shown} names a missing disk {}",
+                        m.disk.display()
+                    )));
+                }
+                if m.arch != arch {
+                    return Err(mismatch(m.arch));
+                }
+                if let Some(name) = &m.fw_cfg_name {
+                    if !fw_cfg_names.contains(name) {
+                        fw_cfg_names.push(name.clone());
+                    }
+                }
+                let boot = match m.boot.as_str() {
+                    "direct-kernel" => {
+                        let kernel = m.kernel.clone().ok_or_else(|| {
+                            input(format!("image {shown} boots direct-kernel but names no kernel"))
+                        })?;
+                        let head = detect::read_head(&kernel, 4096)
+                            .map_err(|e| input(format!("cannot read kernel {}: {e}", kernel.display())))?;
+                        if let Some(k) = detect::kernel_arch(&head) {
+                            if k != arch {
+                                return Err(mismatch(k));
+                            }
+                        }
+                        if let Some(i) = &m.initrd {
+                            if !i.exists() {
+                                return Err(input(format!("initrd not found: {}", i.display())));
+                            }
+                        }
+                        BootTemplate::DirectKernel {
+                            kernel,
+                            initrd: m.initrd.clone(),
+                            args: m.kernel_args.clone(),
+                        }
+                    }
+                    "firmware" => BootTemplate::Firmware(firmware_template(&opts)?),
+                    other => {
+                        return Err(input(format!(
+                            "image {shown} has unknown boot mode {other:?} (expected direct-kernel or firmware)"
+                        )))
+                    }
+                };
+                (m.disk.clone(), m.disk_format.clone(), boot)
+            }
+            None => {
+                let format = detect::disk_format(&image.path)
+                    .map_err(|e| input(format!("cannot read image {shown}: {e}")))?;
+                if let Some(found) = image.arch {
+                    if found != arch {
+                        return Err(mismatch(found));
+                    }
+                }
+                let head = detect::read_head(&image.path, 4096)
+                    .map_err(|e| input(format!("cannot read image {shown}: {e}")))?;
+                if let Some(k) = detect::kernel_arch(&head) {
+                    if k != arch {
+                        return Err(mismatch(k));
+                    }
+                    return Err(input(format!(
+                        "image {shown} is a Linux kernel, not a disk image (pass a bogie image manifest for direct kernel boot)"
+                    )));
+                }
+                match detect::disk_arch(&image.path, format, &qemu_img) {
+                    Some(found) if found != arch => return Err(mismatch(found)),
+                    Some(_) => {}
+                    None => tracing::debug!(
+                        "could not tell the architecture of {shown}; trusting --board {}",
+                        arch.board()
+                    ),
+                }
+                let disk = std::fs::canonicalize(&image.path)
+                    .map_err(|e| PlatformError::io(format!("resolving {shown}"), e))?;
+                (
+                    disk,
+                    format.to_string(),
+                    BootTemplate::Firmware(firmware_template(&opts)?),
+                )
+            }
+        };
+        if !matches!(disk_format.as_str(), "qcow2" | "raw") {
+            return Err(input(format!(
+                "image {shown} has disk format {disk_format:?} (expected qcow2 or raw)"
+            )));
+        }
+        if matches!(boot, BootTemplate::DirectKernel { .. })
+            && (opts.firmware.is_some() || opts.ovmf_vars.is_some())
+        {
+            tracing::warn!("image {shown} boots a kernel directly: --qemu-firmware/--qemu-ovmf-vars are ignored");
+        }
+        if opts.skip_mangle {
+            tracing::debug!("--qemu-skip-mangle: bogie never modifies images; nothing to skip");
+        }
+
+        let accel = resolve_accel(opts.accel, arch, Arch::host(), kvm_probe)?;
+        tracing::info!(
+            binary = %binary.display(),
+            accel = accel.as_str(),
+            "QEMU platform ready for {}",
+            arch.board()
+        );
+        Ok(QemuPlatform {
+            inner: Arc::new(PlatformInner {
+                opts,
+                binary,
+                qemu_img,
+                accel,
+                disk,
+                disk_format,
+                boot,
+                fw_cfg_names,
+            }),
+        })
+    }
+
+    /// The accelerator machines run under.
+    pub fn accel(&self) -> ResolvedAccel {
+        self.inner.accel
+    }
+
+    /// The QEMU binary machines run.
+    pub fn binary(&self) -> &Path {
+        &self.inner.binary
+    }
+
+    /// Creates a cluster with its concrete type (the [`Platform`] method boxes it).
+    pub fn cluster(&self, spec: ClusterSpec) -> Result<QemuCluster, PlatformError> {
+        QemuCluster::new(self.inner.clone(), spec)
+    }
+}
+
+fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformError> {
+    let exists = |p: &Path, hint: &str| {
+        if p.is_file() {
+            Ok(())
+        } else {
+            Err(input(format!("firmware file not found: {}{hint}", p.display())))
+        }
+    };
+    let t = match (opts.arch, &opts.firmware, &opts.ovmf_vars) {
+        (Arch::Arm64, None, None) => {
+            let hint = " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware and --qemu-ovmf-vars)";
+            let (code, vars) = (PathBuf::from(DEFAULT_AAVMF_CODE), PathBuf::from(DEFAULT_AAVMF_VARS));
+            exists(&code, hint)?;
+            exists(&vars, hint)?;
+            FirmwareTemplate::Uefi { code, vars }
+        }
+        (Arch::Arm64, None, Some(vars)) => {
+            let code = PathBuf::from(DEFAULT_AAVMF_CODE);
+            exists(&code, " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware)")?;
+            exists(vars, "")?;
+            FirmwareTemplate::Uefi { code, vars: vars.clone() }
+        }
+        (Arch::Amd64, None, None) => FirmwareTemplate::Default,
+        (Arch::Amd64, None, Some(_)) => {
+            return Err(input(
+                "--qemu-ovmf-vars needs --qemu-firmware (the matching UEFI code file) on amd64",
+            ))
+        }
+        (_, Some(fw), None) => {
+            exists(fw, "")?;
+            FirmwareTemplate::Bios(fw.clone())
+        }
+        (_, Some(fw), Some(vars)) => {
+            exists(fw, "")?;
+            exists(vars, "")?;
+            FirmwareTemplate::Uefi { code: fw.clone(), vars: vars.clone() }
+        }
+    };
+    Ok(t)
+}
+
+/// Resolves `auto`: KVM only when the guest arch is the host's and KVM works.
+pub(crate) fn resolve_accel(
+    requested: Accel,
+    guest: Arch,
+    host: Option<Arch>,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Result<ResolvedAccel, PlatformError> {
+    match requested {
+        Accel::Tcg => Ok(ResolvedAccel::Tcg),
+        Accel::Kvm => {
+            if host != Some(guest) {
+                return Err(input(format!(
+                    "--qemu-accel kvm: a {guest} guest cannot use KVM on this {} host",
+                    host.map_or("unknown", Arch::as_str)
+                )));
+            }
+            probe().map_err(|why| input(format!("--qemu-accel kvm: KVM is not usable: {why}")))?;
+            Ok(ResolvedAccel::Kvm)
+        }
+        Accel::Auto => {
+            if host != Some(guest) {
+                tracing::info!("{guest} guest on a non-{guest} host: using TCG");
+                return Ok(ResolvedAccel::Tcg);
+            }
+            match probe() {
+                Ok(()) => Ok(ResolvedAccel::Kvm),
+                Err(why) => {
+                    tracing::info!("KVM is not usable ({why}): using TCG");
+                    Ok(ResolvedAccel::Tcg)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Platform for QemuPlatform {
+    fn name(&self) -> &str {
+        "qemu"
+    }
+
+    fn arch(&self) -> Arch {
+        self.inner.opts.arch
+    }
+
+    fn image(&self) -> &ImageInfo {
+        &self.inner.opts.image
+    }
+
+    fn capabilities(&self) -> BTreeSet<String> {
+        let mut c: BTreeSet<String> = ["extra-disk", "fw-cfg", "private-network", "qmp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if matches!(self.inner.boot, BootTemplate::DirectKernel { .. }) {
+            c.insert("kernel-args".into());
+        }
+        if self.inner.accel == ResolvedAccel::Kvm {
+            c.insert("kvm".into());
+        }
+        c
+    }
+
+    async fn new_cluster(&self, spec: ClusterSpec) -> Result<Box<dyn Cluster>, PlatformError> {
+        Ok(Box::new(self.cluster(spec)?))
+    }
+}
+
+/// The pflash format of a UEFI file, by its name (`.qcow2` or raw).
+pub fn firmware_format(p: &Path) -> &'static str {
+    format_by_suffix(p)
+}
+
+#[cfg(test)]
+mod tests;

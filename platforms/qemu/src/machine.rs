@@ -1,0 +1,848 @@
+//! QEMU clusters and machines: booting, tracking, tearing down, keeping.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bogie_harness::{Cluster, ClusterSpec, Machine, MachineSpec, PlatformError};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::cmdline::{Boot, Firmware, MachinePlan, PrivateNic};
+use crate::ignition::{self, PRIVATE_NETWORK_FILE};
+use crate::qmp::Qmp;
+use crate::spawn::{self, Lifetime};
+use crate::{BootTemplate, FirmwareTemplate, PlatformInner};
+
+/// The private network's prefix: machine N of a cluster is `10.77.0.(N+10)`.
+pub const PRIVATE_NET_PREFIX: [u8; 3] = [10, 77, 0];
+/// Prefix length of the private network.
+pub const PRIVATE_NET_PREFIX_LEN: u8 = 24;
+const FIRST_HOST: u32 = 10;
+const MAX_MACHINES: u32 = 240;
+
+const QMP_SOCKET: &str = "qmp.sock";
+const OVERLAY: &str = "disk.qcow2";
+const QEMU_LOG: &str = "qemu.log";
+const CONSOLE: &str = "console.txt";
+const IGNITION: &str = "ignition.json";
+
+/// How long QEMU may take to bring up its monitor.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one QMP command.
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a clean `quit` may take before SIGKILL.
+const QUIT_GRACE: Duration = Duration::from_secs(5);
+const PORT_ATTEMPTS: u32 = 3;
+
+const RUNNING: u8 = 0;
+const KEPT: u8 = 1;
+const DESTROYED: u8 = 2;
+
+fn machine_err(msg: impl Into<String>) -> PlatformError {
+    PlatformError::Machine(msg.into())
+}
+
+/// The address and MAC of machine `index` on a cluster's private network.
+pub(crate) fn private_identity(cluster_tag: u8, index: u32) -> (Ipv4Addr, String) {
+    let host = (index + FIRST_HOST) as u8;
+    let [a, b, c] = PRIVATE_NET_PREFIX;
+    (
+        Ipv4Addr::new(a, b, c, host),
+        format!("52:54:00:77:{cluster_tag:02x}:{host:02x}"),
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for QEMU to take).
+fn free_port() -> Result<u16, PlatformError> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| PlatformError::io("finding a free port on 127.0.0.1", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| PlatformError::io("finding a free port on 127.0.0.1", e))
+}
+
+/// The last `max` bytes of a file, lossily decoded.
+fn tail(path: &Path, max: usize) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[from..]).trim().to_string()
+}
+
+/// Connects to a unix socket whose path may exceed `sun_path` (108 bytes) by going through
+/// `/proc/self/fd/<dir fd>/<name>`.
+async fn connect_qmp(dir: &Path, name: &str, timeout: Duration) -> Result<Qmp, crate::qmp::QmpError> {
+    let full = dir.join(name);
+    if full.as_os_str().len() < 100 {
+        return Qmp::connect(&full, timeout).await;
+    }
+    let d = std::fs::File::open(dir)?;
+    use std::os::fd::AsRawFd;
+    let short = PathBuf::from(format!("/proc/self/fd/{}/{name}", d.as_raw_fd()));
+    let r = Qmp::connect(&short, timeout).await;
+    drop(d);
+    r
+}
+
+/// Runs `qemu-img` with a timeout; errors carry its stderr.
+async fn qemu_img(binary: &Path, args: &[&str]) -> Result<(), PlatformError> {
+    let mut cmd = Command::new(binary);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| machine_err(format!("qemu-img {} timed out", args.join(" "))))?
+        .map_err(|e| PlatformError::io(format!("running {}", binary.display()), e))?;
+    if !out.status.success() {
+        return Err(machine_err(format!(
+            "qemu-img {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Kills a half-started QEMU and removes its files if booting does not complete (an error,
+/// or the caller's future being dropped on timeout/cancellation).
+struct BootGuard {
+    child: Option<Child>,
+    files: Vec<PathBuf>,
+}
+
+impl BootGuard {
+    fn disarm(mut self) -> (Option<Child>, Vec<PathBuf>) {
+        (self.child.take(), std::mem::take(&mut self.files))
+    }
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+/// A QEMU cluster: machines that share a private network.
+pub struct QemuCluster {
+    platform: Arc<PlatformInner>,
+    spec: ClusterSpec,
+    mcast: SocketAddrV4,
+    tag: u8,
+    next_index: AtomicU32,
+    machines: Mutex<Vec<Arc<QemuMachine>>>,
+    destroyed: AtomicBool,
+}
+
+impl std::fmt::Debug for QemuCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuCluster")
+            .field("name", &self.spec.name)
+            .field("mcast", &self.mcast)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QemuCluster {
+    pub(crate) fn new(platform: Arc<PlatformInner>, spec: ClusterSpec) -> Result<Self, PlatformError> {
+        // A random group and port per cluster keeps concurrent clusters (also of other bogie
+        // runs on the host) apart; MACs carry a random per-cluster byte as well.
+        let r: [u8; 3] = rand::random();
+        let port = 20000 + (u16::from_le_bytes([r[0], r[1]]) % 40000);
+        let tag: u8 = rand::random();
+        Ok(QemuCluster {
+            platform,
+            mcast: SocketAddrV4::new(Ipv4Addr::new(230, 77, r[2], tag), port),
+            tag,
+            spec,
+            next_index: AtomicU32::new(0),
+            machines: Mutex::new(Vec::new()),
+            destroyed: AtomicBool::new(false),
+        })
+    }
+
+    /// The cluster's private-network multicast group and port.
+    pub fn private_network(&self) -> SocketAddrV4 {
+        self.mcast
+    }
+
+    /// Boots a machine and returns it with its concrete type.
+    pub async fn boot(&self, spec: MachineSpec) -> Result<Arc<QemuMachine>, PlatformError> {
+        if self.destroyed.load(Ordering::SeqCst) {
+            return Err(machine_err(format!("cluster {} was destroyed", self.spec.name)));
+        }
+        let index = self.next_index.fetch_add(1, Ordering::SeqCst);
+        if index >= MAX_MACHINES {
+            return Err(machine_err(format!(
+                "cluster {}: at most {MAX_MACHINES} machines",
+                self.spec.name
+            )));
+        }
+        let started = Instant::now();
+        let m = Arc::new(boot_machine(&self.platform, spec, self.mcast, self.tag, index).await?);
+        tracing::info!(
+            machine = %m.id,
+            pid = m.pid,
+            ssh_port = m.ssh_port,
+            "QEMU started in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let late = {
+            let mut list = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+            let late = self.destroyed.load(Ordering::SeqCst);
+            if !late {
+                list.push(m.clone());
+            }
+            late
+        };
+        if late {
+            let _ = m.destroy().await;
+            return Err(machine_err(format!(
+                "cluster {} was destroyed while {} booted",
+                self.spec.name, m.id
+            )));
+        }
+        Ok(m)
+    }
+
+    /// The machines booted so far.
+    pub fn machines(&self) -> Vec<Arc<QemuMachine>> {
+        self.machines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Cluster for QemuCluster {
+    async fn new_machine(&self, spec: MachineSpec) -> Result<Arc<dyn Machine>, PlatformError> {
+        let m: Arc<dyn Machine> = self.boot(spec).await?;
+        Ok(m)
+    }
+
+    async fn destroy(&self) -> Result<(), PlatformError> {
+        self.destroyed.store(true, Ordering::SeqCst);
+        let machines = self.machines();
+        let results = futures::future::join_all(
+            machines
+                .iter()
+                .filter(|m| m.state.load(Ordering::SeqCst) != KEPT)
+                .map(|m| m.destroy()),
+        )
+        .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+    }
+}
+
+async fn boot_machine(
+    p: &PlatformInner,
+    spec: MachineSpec,
+    mcast: SocketAddrV4,
+    tag: u8,
+    index: u32,
+) -> Result<QemuMachine, PlatformError> {
+    let dir = std::fs::canonicalize(&spec.dir)
+        .map_err(|e| PlatformError::io(format!("machine dir {}", spec.dir.display()), e))?;
+    let (ip, mac) = private_identity(tag, index);
+
+    // Ignition: add the private NIC's static address, write what QEMU will pass.
+    let ignition_path = dir.join(IGNITION);
+    let (ignition, private_ip) = if spec.ignition.trim().is_empty() {
+        (None, None)
+    } else {
+        let unit = ignition::private_network_unit(&mac, ip, PRIVATE_NET_PREFIX_LEN);
+        let (text, private_ip) = match ignition::add_file(&spec.ignition, PRIVATE_NETWORK_FILE, &unit) {
+            Ok(Some(with_net)) => (with_net, Some(ip)),
+            Ok(None) => {
+                tracing::warn!(machine = %spec.id, "config is not Ignition JSON: no private network address");
+                (spec.ignition.clone(), None)
+            }
+            Err(e) => {
+                return Err(machine_err(format!(
+                    "{}: cannot add the private network to the Ignition config: {e}",
+                    spec.id
+                )))
+            }
+        };
+        tokio::fs::write(&ignition_path, text)
+            .await
+            .map_err(|e| PlatformError::io(format!("writing {}", ignition_path.display()), e))?;
+        (Some(ignition_path), private_ip)
+    };
+
+    let mut guard = BootGuard {
+        child: None,
+        files: Vec::new(),
+    };
+    let img = p.qemu_img.as_path();
+    let path_arg = |path: &Path| crate::cmdline::path_str(path).map(str::to_string);
+
+    // The overlay on the base disk (never a copy), then extra disks.
+    let overlay = dir.join(OVERLAY);
+    let _ = std::fs::remove_file(&overlay);
+    guard.files.push(overlay.clone());
+    qemu_img(
+        img,
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            &p.disk_format,
+            "-b",
+            &path_arg(&p.disk)?,
+            &path_arg(&overlay)?,
+        ],
+    )
+    .await?;
+    let mut extra_disks = Vec::new();
+    for (i, size) in spec.extra_disks.iter().enumerate() {
+        let d = dir.join(format!("extra-disk-{}.qcow2", i + 1));
+        let _ = std::fs::remove_file(&d);
+        guard.files.push(d.clone());
+        qemu_img(img, &["create", "-q", "-f", "qcow2", &path_arg(&d)?, &format!("{size}G")]).await?;
+        extra_disks.push(d);
+    }
+
+    let boot = match &p.boot {
+        BootTemplate::DirectKernel {
+            kernel,
+            initrd,
+            args,
+        } => {
+            let mut append = args.trim().to_string();
+            for a in &spec.kernel_args {
+                if !append.is_empty() {
+                    append.push(' ');
+                }
+                append.push_str(a);
+            }
+            Boot::DirectKernel {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                append,
+            }
+        }
+        BootTemplate::Firmware(fw) => {
+            if !spec.kernel_args.is_empty() {
+                tracing::warn!(machine = %spec.id, "kernel arguments are ignored for firmware boot");
+            }
+            Boot::Firmware(machine_firmware(fw, &dir, &mut guard.files).await?)
+        }
+    };
+
+    let mut plan = MachinePlan {
+        name: spec.id.clone(),
+        arch: p.opts.arch,
+        accel: p.accel,
+        memory_mb: spec.memory_mb.unwrap_or(p.opts.memory_mb),
+        cpus: spec.cpus.unwrap_or(p.opts.cpus).max(1),
+        boot,
+        disk: overlay,
+        extra_disks,
+        ignition,
+        fw_cfg_names: p.fw_cfg_names.clone(),
+        ssh_port: 0,
+        console: dir.join(CONSOLE),
+        qmp_socket: PathBuf::from(QMP_SOCKET),
+        private_nic: Some(PrivateNic {
+            mcast,
+            mac: mac.clone(),
+        }),
+        extra_args: p.opts.qemu_options.clone(),
+    };
+    let lifetime = if spec.may_outlive {
+        Lifetime::Detached
+    } else {
+        Lifetime::TiedToBogie
+    };
+    let log_path = dir.join(QEMU_LOG);
+
+    for attempt in 1..=PORT_ATTEMPTS {
+        plan.ssh_port = free_port()?;
+        let args = plan.args()?;
+        let _ = std::fs::remove_file(dir.join(QMP_SOCKET));
+        let mut header = format!("{}", p.binary.display());
+        for a in &args {
+            header.push(' ');
+            header.push_str(a);
+        }
+        header.push('\n');
+        tracing::debug!(machine = %spec.id, "{}", header.trim_end());
+        std::fs::write(&log_path, &header)
+            .map_err(|e| PlatformError::io(format!("writing {}", log_path.display()), e))?;
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| PlatformError::io(format!("opening {}", log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| PlatformError::io(format!("opening {}", log_path.display()), e))?;
+        let mut cmd = Command::new(&p.binary);
+        cmd.args(&args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let child = spawn::spawn(cmd, lifetime)
+            .await
+            .map_err(|e| PlatformError::io(format!("starting {}", p.binary.display()), e))?;
+        let pid = child.id().unwrap_or(0);
+        guard.child = Some(child);
+
+        match wait_ready(&mut guard, &dir).await {
+            Ok(qmp) => {
+                let (child, scratch) = guard.disarm();
+                return Ok(QemuMachine {
+                    id: spec.id,
+                    dir,
+                    pid,
+                    ssh_port: plan.ssh_port,
+                    private_ip,
+                    may_outlive: spec.may_outlive,
+                    scratch,
+                    child: tokio::sync::Mutex::new(child),
+                    qmp: tokio::sync::Mutex::new(Some(qmp)),
+                    state: AtomicU8::new(RUNNING),
+                });
+            }
+            Err(Startup::Exited(status)) => {
+                guard.child = None;
+                let log = tail(&log_path, 2000);
+                let log = log.strip_prefix(header.trim_end()).unwrap_or(&log).trim();
+                if log.to_lowercase().contains("host forwarding") && attempt < PORT_ATTEMPTS {
+                    tracing::info!(machine = %spec.id, port = plan.ssh_port, "SSH port was taken; retrying");
+                    continue;
+                }
+                return Err(machine_err(format!(
+                    "{}: QEMU exited at start ({status}): {}",
+                    spec.id,
+                    if log.is_empty() { "no output" } else { log }
+                )));
+            }
+            Err(Startup::Failed(why)) => {
+                return Err(machine_err(format!(
+                    "{}: QEMU did not start: {why}; see {}",
+                    spec.id,
+                    log_path.display()
+                )));
+            }
+        }
+    }
+    Err(machine_err(format!(
+        "{}: no free SSH port after {PORT_ATTEMPTS} attempts",
+        spec.id
+    )))
+}
+
+/// Specialises the image's firmware for one machine: UEFI gets its own copy of the vars
+/// store in the machine dir (added to `files` for removal at teardown).
+pub(crate) async fn machine_firmware(
+    fw: &FirmwareTemplate,
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<Firmware, PlatformError> {
+    Ok(match fw {
+        FirmwareTemplate::Default => Firmware::Default,
+        FirmwareTemplate::Bios(f) => Firmware::Bios(f.clone()),
+        FirmwareTemplate::Uefi { code, vars } => {
+            let ext = if crate::cmdline::format_by_suffix(vars) == "qcow2" {
+                "qcow2"
+            } else {
+                "fd"
+            };
+            let copy = dir.join(format!("efivars.{ext}"));
+            files.push(copy.clone());
+            tokio::fs::copy(vars, &copy).await.map_err(|e| {
+                PlatformError::io(format!("copying {} to {}", vars.display(), copy.display()), e)
+            })?;
+            Firmware::Pflash {
+                code: code.clone(),
+                vars: copy,
+            }
+        }
+    })
+}
+
+enum Startup {
+    Exited(ExitStatus),
+    Failed(String),
+}
+
+/// Waits until QEMU answers on QMP (its devices are all set up then) or exits.
+async fn wait_ready(guard: &mut BootGuard, dir: &Path) -> Result<Qmp, Startup> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let exited = |guard: &mut BootGuard| -> Result<Option<ExitStatus>, Startup> {
+        match guard.child.as_mut().map(Child::try_wait) {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(e)) => Err(Startup::Failed(format!("waiting for QEMU: {e}"))),
+            None => Err(Startup::Failed("no QEMU process".into())),
+        }
+    };
+    loop {
+        if let Some(status) = exited(guard)? {
+            return Err(Startup::Exited(status));
+        }
+        if dir.join(QMP_SOCKET).exists() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt = async {
+                let mut q = connect_qmp(dir, QMP_SOCKET, left.max(Duration::from_secs(1))).await?;
+                let status = q.query_status(QMP_TIMEOUT).await?;
+                Ok::<_, crate::qmp::QmpError>((q, status))
+            };
+            match attempt.await {
+                Ok((q, status)) => {
+                    tracing::debug!("QEMU run state: {status}");
+                    return Ok(q);
+                }
+                Err(e) => {
+                    // Most likely QEMU is exiting (e.g. a netdev failed): give it a moment.
+                    for _ in 0..40 {
+                        if let Some(status) = exited(guard)? {
+                            return Err(Startup::Exited(status));
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Startup::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Startup::Failed(format!(
+                "no QMP socket after {}s",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One QEMU machine.
+pub struct QemuMachine {
+    id: String,
+    dir: PathBuf,
+    pid: u32,
+    ssh_port: u16,
+    private_ip: Option<Ipv4Addr>,
+    may_outlive: bool,
+    /// Files removed on teardown: the overlay, extra disks, the UEFI vars copy.
+    scratch: Vec<PathBuf>,
+    child: tokio::sync::Mutex<Option<Child>>,
+    qmp: tokio::sync::Mutex<Option<Qmp>>,
+    state: AtomicU8,
+}
+
+impl std::fmt::Debug for QemuMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuMachine")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .field("ssh_port", &self.ssh_port)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QemuMachine {
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The machine's artifact directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The QMP socket's path.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join(QMP_SOCKET)
+    }
+
+    /// The machine's qcow2 overlay disk.
+    pub fn overlay(&self) -> PathBuf {
+        self.dir.join(OVERLAY)
+    }
+
+    /// Runs a QMP command on the machine's monitor connection (e.g. for snapshots).
+    pub async fn qmp_execute(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, PlatformError> {
+        let mut q = self.qmp.lock().await;
+        let Some(q) = q.as_mut() else {
+            return Err(machine_err(format!("{}: no QMP connection", self.id)));
+        };
+        q.execute(command, arguments, timeout)
+            .await
+            .map_err(|e| machine_err(format!("{}: {e}", self.id)))
+    }
+
+    /// Runs an HMP command through QMP (`savevm`, `info ...`) and returns its output.
+    pub async fn human_monitor_command(
+        &self,
+        command_line: &str,
+        timeout: Duration,
+    ) -> Result<String, PlatformError> {
+        let r = self
+            .qmp_execute(
+                "human-monitor-command",
+                Some(json!({ "command-line": command_line })),
+                timeout,
+            )
+            .await?;
+        Ok(r.as_str().unwrap_or_default().to_string())
+    }
+
+    fn remove_scratch(&self) {
+        for f in self.scratch.iter().chain(std::iter::once(&self.qmp_socket())) {
+            if let Err(e) = std::fs::remove_file(f) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing {}: {e}", f.display());
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Machine for QemuMachine {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn ssh_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ssh_port))
+    }
+
+    fn private_ip(&self) -> Option<IpAddr> {
+        self.private_ip.map(IpAddr::V4)
+    }
+
+    async fn console_output(&self) -> Result<String, PlatformError> {
+        let path = self.dir.join(CONSOLE);
+        match tokio::fs::read(&path).await {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(PlatformError::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    async fn is_running(&self) -> bool {
+        match self.child.lock().await.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    async fn destroy(&self) -> Result<(), PlatformError> {
+        let mut guard = self.child.lock().await;
+        let Some(mut child) = guard.take() else {
+            return Ok(());
+        };
+        self.state.store(DESTROYED, Ordering::SeqCst);
+        let mut result = Ok(());
+        if matches!(child.try_wait(), Ok(None)) {
+            let qmp = self.qmp.lock().await.take();
+            let asked = match qmp {
+                Some(mut q) => match q.quit(Duration::from_secs(3)).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(machine = %self.id, "QMP quit: {e}");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !asked {
+                // SAFETY: plain kill(2); the pid is our unreaped child, so it cannot be reused.
+                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(QUIT_GRACE, child.wait()).await.is_err() {
+                tracing::warn!(machine = %self.id, pid = self.pid, "QEMU ignored quit; killing it");
+                let _ = child.start_kill();
+                if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                    .await
+                    .is_err()
+                {
+                    result = Err(machine_err(format!(
+                        "{}: QEMU (pid {}) did not die after SIGKILL",
+                        self.id, self.pid
+                    )));
+                }
+            }
+        }
+        *self.qmp.lock().await = None;
+        self.remove_scratch();
+        tracing::debug!(machine = %self.id, "destroyed");
+        result
+    }
+
+    async fn keep(&self) -> Result<Value, PlatformError> {
+        if !self.may_outlive {
+            return Err(machine_err(format!(
+                "{}: the machine was not started with may_outlive, so it dies with bogie and cannot be kept",
+                self.id
+            )));
+        }
+        let mut child = self.child.lock().await;
+        match child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => {}
+            None => return Err(machine_err(format!("{}: the machine was destroyed", self.id))),
+            Some(_) => return Err(machine_err(format!("{}: QEMU is not running", self.id))),
+        }
+        self.state.store(KEPT, Ordering::SeqCst);
+        // Free the monitor for `bogie down` or a user.
+        *self.qmp.lock().await = None;
+        Ok(json!({
+            "platform": "qemu",
+            "id": self.id,
+            "pid": self.pid,
+            "ssh_port": self.ssh_port,
+            "private_ip": self.private_ip.map(|ip| ip.to_string()),
+            "qmp": self.qmp_socket(),
+            "dir": self.dir,
+            "disks": self.scratch,
+        }))
+    }
+}
+
+impl Drop for QemuMachine {
+    fn drop(&mut self) {
+        if self.state.load(Ordering::SeqCst) != RUNNING {
+            return;
+        }
+        if let Some(c) = self.child.get_mut().as_mut() {
+            if matches!(c.try_wait(), Ok(None)) {
+                tracing::warn!(machine = %self.id, pid = self.pid, "machine dropped without destroy; killing QEMU");
+                let _ = c.start_kill();
+            }
+        }
+        self.remove_scratch();
+    }
+}
+
+/// Tears down a machine kept by an earlier run, from the JSON [`Machine::keep`] returned.
+///
+/// The process is only signalled when `/proc/<pid>/cmdline` shows a QEMU started for that
+/// machine directory, so a recycled pid is never killed. Returns `Ok(false)` when the
+/// machine was already gone. Its scratch disks are removed either way.
+pub fn down(kept: &Value) -> Result<bool, PlatformError> {
+    let bad = |what: &str| PlatformError::Input(format!("kept machine description: {what}"));
+    if kept.get("platform").and_then(Value::as_str) != Some("qemu") {
+        return Err(bad("not a qemu machine"));
+    }
+    let pid = kept
+        .get("pid")
+        .and_then(Value::as_u64)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1)
+        .ok_or_else(|| bad("missing or invalid pid"))?;
+    let dir = kept
+        .get("dir")
+        .and_then(Value::as_str)
+        .filter(|d| d.starts_with('/'))
+        .ok_or_else(|| bad("missing or relative dir"))?;
+    let cleanup = || {
+        let disks = kept.get("disks").and_then(Value::as_array);
+        for d in disks.into_iter().flatten().filter_map(Value::as_str) {
+            // Only files inside the machine's directory.
+            if Path::new(d).parent() == Some(Path::new(dir)) {
+                let _ = std::fs::remove_file(d);
+            }
+        }
+        let _ = std::fs::remove_file(Path::new(dir).join(QMP_SOCKET));
+    };
+    if !is_our_qemu(pid, dir) {
+        cleanup();
+        return Ok(false);
+    }
+    // SAFETY: plain kill(2) on a pid just verified to be this machine's QEMU.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    if !wait_gone(pid, dir, Duration::from_secs(10)) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if !wait_gone(pid, dir, Duration::from_secs(10)) {
+            return Err(PlatformError::Machine(format!(
+                "QEMU pid {pid} ({dir}) did not die after SIGKILL"
+            )));
+        }
+    }
+    cleanup();
+    Ok(true)
+}
+
+/// Whether `pid` is a live (not zombie) QEMU whose command line names `dir`.
+fn is_our_qemu(pid: i32, dir: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    let Some(argv0) = args.next() else {
+        return false;
+    };
+    let is_qemu = Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("qemu"));
+    let needle = format!("{}/", dir.trim_end_matches('/'));
+    is_qemu && args.any(|a| a.contains(&needle))
+}
+
+fn wait_gone(pid: i32, dir: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !is_our_qemu(pid, dir) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    !is_our_qemu(pid, dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_identities_are_fixed_per_index() {
+        let (ip, mac) = private_identity(0xab, 0);
+        assert_eq!(ip, Ipv4Addr::new(10, 77, 0, 10));
+        assert_eq!(mac, "52:54:00:77:ab:0a");
+        let (ip, mac) = private_identity(0xab, 5);
+        assert_eq!(ip, Ipv4Addr::new(10, 77, 0, 15));
+        assert_eq!(mac, "52:54:00:77:ab:0f");
+    }
+
+    #[test]
+    fn down_refuses_bad_input_and_never_kills_a_stranger() {
+        assert!(down(&json!({"platform": "aws", "pid": 5, "dir": "/x"})).is_err());
+        assert!(down(&json!({"platform": "qemu", "dir": "/x"})).is_err());
+        assert!(down(&json!({"platform": "qemu", "pid": 5, "dir": "x"})).is_err());
+        // A live process that is not QEMU (this test) is left alone.
+        let me = std::process::id();
+        let r = down(&json!({"platform": "qemu", "pid": me, "dir": "/tmp"})).unwrap();
+        assert!(!r);
+        // A pid that does not exist.
+        let r = down(&json!({"platform": "qemu", "pid": 0x3fff_fff0u32, "dir": "/tmp"})).unwrap();
+        assert!(!r);
+    }
+}

@@ -1,0 +1,552 @@
+//! Subcommand implementations.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bogie_harness::cluster::BringUp;
+use bogie_harness::runner::{AttemptContext, KeepPolicy};
+use bogie_harness::schedule::{run_all, Event, ScheduleOptions};
+use bogie_harness::select::{select, Filter, Selected};
+use bogie_harness::ssh::SshKey;
+use bogie_harness::{Arch, ImageInfo, Platform, PlatformError, TestEnv, Version};
+use bogie_reports::{RunInfo, RunReport};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, CheckConsoleArgs, Cli, Command, Global, ListArgs, RunArgs};
+use crate::input_error;
+use crate::progress::Progress;
+
+/// Runs the chosen subcommand; returns the exit code.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => run(&cli.global, args).await,
+        Command::List(args) => list(&cli.global, args),
+        Command::CheckConsole(args) => check_console(&cli.global, args),
+    }
+}
+
+const KNOWN_PLATFORMS: &[&str] = &[
+    "qemu",
+    "qemu-unpriv",
+    "aws",
+    "azure",
+    "gce",
+    "gcp",
+    "equinix",
+    "equinixmetal",
+    "packet",
+    "external",
+    "pxe",
+    "do",
+    "esx",
+    "openstack",
+    "hetzner",
+    "akamai",
+    "brightbox",
+    "scaleway",
+    "stackit",
+    "oraclecloud",
+];
+
+/// Normalises and checks `--platform`.
+fn platform_name(g: &Global) -> anyhow::Result<String> {
+    let p = g.platform.as_str();
+    if !KNOWN_PLATFORMS.contains(&p) {
+        return Err(input_error(format!(
+            "unknown platform {p:?} (known: qemu, aws, azure, gce, equinix, external, pxe)"
+        )));
+    }
+    Ok(match p {
+        "qemu-unpriv" => "qemu".to_string(),
+        "gcp" => "gce".to_string(),
+        "equinixmetal" | "packet" => "equinix".to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// The architecture from --board/--arch, else the image, else the host.
+fn resolve_arch(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Arch> {
+    let given = match (&g.board, &g.arch) {
+        (Some(b), Some(a)) => {
+            let (b, a): (Arch, Arch) = (
+                b.parse()
+                    .map_err(|e| input_error(format!("--board: {e}")))?,
+                a.parse().map_err(|e| input_error(format!("--arch: {e}")))?,
+            );
+            if a != b {
+                return Err(input_error(format!(
+                    "--board {} and --arch {} disagree",
+                    b.board(),
+                    a
+                )));
+            }
+            Some(a)
+        }
+        (Some(x), None) => Some(
+            x.parse()
+                .map_err(|e| input_error(format!("--board: {e}")))?,
+        ),
+        (None, Some(x)) => Some(x.parse().map_err(|e| input_error(format!("--arch: {e}")))?),
+        (None, None) => None,
+    };
+    Ok(given
+        .or_else(|| image.and_then(|i| i.arch))
+        .or_else(Arch::host)
+        .unwrap_or(Arch::Amd64))
+}
+
+fn parallel(g: &Global) -> anyhow::Result<usize> {
+    if g.parallel == "auto" {
+        return Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1));
+    }
+    match g.parallel.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(input_error(format!(
+            "--parallel takes a positive number or `auto`, not {:?}",
+            g.parallel
+        ))),
+    }
+}
+
+fn load_image(g: &Global) -> anyhow::Result<ImageInfo> {
+    let Some(path) = &g.qemu.qemu_image else {
+        return Err(input_error(
+            "no image given: pass --qemu-image (a manifest.json from ci/build-test-image, or a disk image)",
+        ));
+    };
+    ImageInfo::load(path).map_err(|e| input_error(e.to_string()))
+}
+
+fn image_version(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Option<Version>> {
+    match &g.image_version {
+        Some(v) => Version::parse(v)
+            .map(Some)
+            .ok_or_else(|| input_error(format!("--image-version {v:?} is not VERSION[+BUILD]"))),
+        None => Ok(image.and_then(|i| i.version)),
+    }
+}
+
+fn make_platform(
+    g: &Global,
+    name: &str,
+    image: &ImageInfo,
+    arch: Arch,
+    parallel: usize,
+) -> anyhow::Result<Arc<dyn Platform>> {
+    match name {
+        "qemu" => {
+            let mut o = bogie_platform_qemu::QemuOptions::new(image.clone(), arch);
+            o.firmware = g.qemu.qemu_firmware.clone();
+            o.ovmf_vars = g.qemu.qemu_ovmf_vars.clone();
+            o.skip_mangle = g.qemu.qemu_skip_mangle;
+            if let Some(m) = g.qemu.qemu_memory {
+                o.memory_mb = m;
+            }
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            o.cpus = g
+                .qemu
+                .qemu_cpus
+                .unwrap_or_else(|| (cores / parallel.max(1)).max(1) as u32);
+            if let Some(opts) = &g.qemu.qemu_options {
+                o.qemu_options = serde_json::from_str(opts).map_err(|e| {
+                    input_error(format!(
+                        "--qemu-options must be a JSON array of strings: {e}"
+                    ))
+                })?;
+            }
+            let p = bogie_platform_qemu::QemuPlatform::new(o).map_err(platform_input)?;
+            Ok(Arc::new(p))
+        }
+        other => Err(input_error(format!(
+            "platform {other:?} is not built into this bogie yet"
+        ))),
+    }
+}
+
+fn platform_input(e: PlatformError) -> anyhow::Error {
+    match e {
+        PlatformError::Input(m) => input_error(m),
+        other => anyhow::Error::new(other),
+    }
+}
+
+fn default_output_dir(platform: &str) -> PathBuf {
+    let stamp = chrono::Local::now().format("%Y-%m-%d-%H%M");
+    PathBuf::from("_kola_temp").join(format!("{platform}-{stamp}-{}", std::process::id()))
+}
+
+fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<PathBuf> {
+    let out = match &g.output_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = default_output_dir(platform);
+            std::fs::create_dir_all(&d)?;
+            let link = PathBuf::from("_kola_temp").join(format!("{platform}-latest"));
+            let _ = std::fs::remove_file(&link);
+            if let Some(name) = d.file_name() {
+                let _ = std::os::unix::fs::symlink(name, &link);
+            }
+            d
+        }
+    };
+    std::fs::create_dir_all(out.join("reports"))
+        .with_context(|| format!("creating output directory {}", out.display()))?;
+    std::fs::write(out.join(".harness_temp"), b"")?;
+    Ok(std::fs::canonicalize(&out).unwrap_or(out))
+}
+
+fn filter_for(
+    g: &Global,
+    platform: &str,
+    arch: Arch,
+    version: Option<Version>,
+    provides: BTreeSet<String>,
+    patterns: Vec<String>,
+    tags: &[String],
+    no_net: bool,
+) -> Filter {
+    let (exclude_tags, tags): (Vec<String>, Vec<String>) =
+        tags.iter().cloned().partition(|t| t.starts_with('!'));
+    Filter {
+        patterns,
+        platform: platform.to_string(),
+        arch,
+        distro: g.distro.clone(),
+        channel: g.channel.clone(),
+        offering: g.offering.clone(),
+        version,
+        provides,
+        no_net,
+        tags,
+        exclude_tags: exclude_tags
+            .into_iter()
+            .map(|t| t.trim_start_matches('!').to_string())
+            .collect(),
+    }
+}
+
+async fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
+    let platform_name = platform_name(g)?;
+    let par = parallel(g)?;
+    let timeout = cli::parse_duration(&args.timeout)
+        .ok_or_else(|| input_error(format!("--timeout {:?} is not a duration", args.timeout)))?;
+    let ssh_attempt = cli::parse_duration(&g.ssh_timeout).ok_or_else(|| {
+        input_error(format!(
+            "--ssh-timeout {:?} is not a duration",
+            g.ssh_timeout
+        ))
+    })?;
+    let image = load_image(g)?;
+    let arch = resolve_arch(g, Some(&image))?;
+    let version = image_version(g, Some(&image))?;
+    let registry = bogie_tests_catalog::registry();
+    // Validate the selection before booting anything.
+    let platform = make_platform(g, &platform_name, &image, arch, par)?;
+    let mut provides = image.provides.clone();
+    provides.extend(platform.capabilities());
+    let filter = filter_for(
+        g,
+        &platform_name,
+        arch,
+        version,
+        provides.clone(),
+        args.patterns.clone(),
+        &args.tags,
+        args.no_net,
+    );
+    let selected = select(registry.tests(), &filter).map_err(|e| input_error(e.to_string()))?;
+
+    let out = prepare_output_dir(g, &platform_name)?;
+    let key = match &args.key {
+        Some(p) => {
+            SshKey::load(p).map_err(|e| input_error(format!("--key {}: {e}", p.display())))?
+        }
+        None => SshKey::generate(),
+    };
+    let key_path = out.join("ssh").join("id_ed25519");
+    std::fs::create_dir_all(out.join("ssh"))?;
+    key.write(&key_path)?;
+
+    let info = RunInfo {
+        id: format!("{:016x}", rand_id()),
+        platform: platform_name.clone(),
+        arch: arch.as_str().to_string(),
+        version: version.map(|v| v.to_string()).unwrap_or_else(|| {
+            image
+                .manifest
+                .as_ref()
+                .map(|m| m.version.clone())
+                .unwrap_or_default()
+        }),
+        distro: g.distro.clone(),
+        channel: g.channel.clone().unwrap_or_default(),
+        image: image.path.display().to_string(),
+        shard: None,
+        cmdline: std::env::args().collect(),
+        started: chrono::Utc::now(),
+    };
+    let sink =
+        bogie_reports::jsonl::ResultsSink::create(&out, &info).context("creating results.jsonl")?;
+
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+
+    let keep = if !args.remove {
+        KeepPolicy::All
+    } else if args.keep_failed {
+        KeepPolicy::Failed
+    } else {
+        KeepPolicy::None
+    };
+    let ctx = AttemptContext {
+        platform: platform.clone(),
+        key: key.clone(),
+        key_path: key_path.clone(),
+        out_dir: out.clone(),
+        env: TestEnv {
+            platform: platform_name.clone(),
+            arch,
+            image: Arc::new(image.clone()),
+            version,
+            provides,
+            internet: !args.no_net,
+        },
+        default_timeout: timeout,
+        bring_up: BringUp {
+            ssh_timeout: ssh_attempt
+                .saturating_mul(g.ssh_retries.max(1))
+                .max(Duration::from_secs(60)),
+            ssh_attempt_timeout: ssh_attempt.max(Duration::from_secs(10)),
+            ..BringUp::default()
+        },
+        keep,
+        no_avc_checks: g.disable_selinux_avc_checks,
+        memory_mb: g.qemu.qemu_memory,
+        cancel: cancel.clone(),
+    };
+    let opts = ScheduleOptions {
+        parallel: par,
+        retries: args.retries.max(u32::from(args.rerun)),
+        ..Default::default()
+    };
+    let planned = selected
+        .iter()
+        .filter(|s| matches!(s, Selected::Run(_)))
+        .count();
+    let mut progress = Progress::new(selected.len(), planned);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let runner = tokio::spawn(run_all(ctx, selected, opts, tx));
+    while let Some(ev) = rx.recv().await {
+        if let Event::Finished(r) = &ev {
+            if let Err(e) = sink.record(r) {
+                tracing::error!(error = %e, "writing results.jsonl");
+            }
+        }
+        progress.event(&ev);
+    }
+    let results = runner.await.context("the scheduler panicked")?;
+    let _ = platform.shutdown().await;
+    progress.finish();
+
+    let mut report = RunReport {
+        info,
+        tests: results,
+    };
+    report.tests.sort_by(|a, b| a.name.cmp(&b.name));
+    write_reports(&report, &out, g.tapfile.as_deref())?;
+    crate::progress::print_summary(&report, &out, &key_path);
+    if cancel.is_cancelled() {
+        eprintln!(
+            "interrupted: results of finished tests are in {}",
+            out.display()
+        );
+        return Ok(1);
+    }
+    Ok(exit_code(&report))
+}
+
+/// The exit code of a finished run.
+pub fn exit_code(report: &RunReport) -> u8 {
+    let s = report.summary();
+    if s.failed > 0 {
+        1
+    } else if s.warned > 0 {
+        77
+    } else {
+        0
+    }
+}
+
+fn write_reports(report: &RunReport, out: &Path, tap: Option<&Path>) -> anyhow::Result<()> {
+    let dir = out.join("reports");
+    bogie_reports::junit::write_junit(report, dir.join("junit.xml"))?;
+    bogie_reports::kola_json::write_report_json(report, dir.join("report.json"))?;
+    if let Some(t) = tap {
+        bogie_reports::tap::write_tap(report, t)?;
+    }
+    Ok(())
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Ctrl-C/SIGTERM cancel the run (machines are torn down); a second one exits at once
+/// (QEMU dies with its parent through PDEATHSIG).
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("\ninterrupted: tearing down machines (again to exit at once)");
+                cancel.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+fn list(g: &Global, args: ListArgs) -> anyhow::Result<u8> {
+    let registry = bogie_tests_catalog::registry();
+    let mut tests: Vec<&bogie_harness::Test> = registry.tests().iter().collect();
+    if !args.patterns.is_empty() {
+        let ms = args
+            .patterns
+            .iter()
+            .map(|p| bogie_harness::select::glob(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| input_error(e.to_string()))?;
+        tests.retain(|t| ms.iter().any(|m| m.is_match(&t.name)));
+        if tests.is_empty() {
+            return Err(input_error(format!(
+                "no test matches {}",
+                args.patterns.join(" ")
+            )));
+        }
+    }
+    if args.filter {
+        let platform = platform_name(g)?;
+        let image = g
+            .qemu
+            .qemu_image
+            .as_ref()
+            .map(|p| ImageInfo::load(p).map_err(|e| input_error(e.to_string())))
+            .transpose()?;
+        let arch = resolve_arch(g, image.as_ref())?;
+        let version = image_version(g, image.as_ref())?;
+        let provides = image
+            .as_ref()
+            .map(|i| i.provides.clone())
+            .unwrap_or_else(|| {
+                bogie_harness::image::FLATCAR_PROVIDES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+        let f = filter_for(g, &platform, arch, version, provides, vec![], &[], false);
+        tests.retain(|t| bogie_harness::select::skip_reason(t, &f, false).is_none());
+    }
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
+    if args.json {
+        let v: Vec<serde_json::Value> = tests
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "platforms": t.platforms,
+                    "exclude_platforms": t.exclude_platforms,
+                    "architectures": t.architectures,
+                    "exclude_architectures": t.exclude_architectures,
+                    "distros": t.distros,
+                    "cluster_size": t.cluster_size,
+                    "min_version": t.min_version.map(|v| v.to_string()),
+                    "end_version": t.end_version.map(|v| v.to_string()),
+                    "tags": t.tags,
+                    "requires": t.requires,
+                    "timeout_secs": t.timeout.map(|d| d.as_secs()),
+                    "non_exclusive": t.non_exclusive,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:<44} {:<18} {:<12} {:>2}  {}",
+            "Test Name", "Platforms", "Arches", "N", "Requires"
+        );
+        for t in tests {
+            let mut plats: Vec<String> = t.platforms.clone();
+            plats.extend(t.exclude_platforms.iter().map(|p| format!("!{p}")));
+            let plats = if plats.is_empty() {
+                "all".into()
+            } else {
+                plats.join(",")
+            };
+            let mut arches: Vec<String> = t.architectures.iter().map(|a| a.to_string()).collect();
+            arches.extend(t.exclude_architectures.iter().map(|a| format!("!{a}")));
+            let arches = if arches.is_empty() {
+                "all".into()
+            } else {
+                arches.join(",")
+            };
+            let mut req = t.requires.clone();
+            req.extend(t.tags.iter().map(|t| format!("#{t}")));
+            println!(
+                "{:<44} {:<18} {:<12} {:>2}  {}",
+                t.name,
+                plats,
+                arches,
+                t.cluster_size,
+                req.join(" ")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn check_console(g: &Global, args: CheckConsoleArgs) -> anyhow::Result<u8> {
+    use bogie_harness::checks::{scan, ScanOptions};
+    let mut found = false;
+    for f in &args.files {
+        let bytes = std::fs::read(f)
+            .map_err(|e| input_error(format!("cannot read {}: {e}", f.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let opts = ScanOptions {
+            no_avc_checks: g.disable_selinux_avc_checks,
+            ..Default::default()
+        };
+        for m in scan(&text, opts) {
+            found = true;
+            println!("{}:{}: {}: {}", f.display(), m.line_no, m.desc, m.line);
+        }
+    }
+    Ok(if found { 1 } else { 0 })
+}

@@ -1,0 +1,70 @@
+//! The `bogie` binary: CLI, wiring and progress display.
+
+mod cli;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A usage or input error: printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Shorthand for an input error.
+pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(InputError(msg.into()))
+}
+
+fn init_tracing(g: &cli::Global) {
+    use tracing_subscriber::EnvFilter;
+    let level = if let Some(l) = &g.log_level {
+        l.clone()
+    } else if g.debug || g.verbose >= 2 {
+        "debug".to_string()
+    } else if g.verbose == 1 {
+        "info".to_string()
+    } else {
+        "warn".to_string()
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_tracing(&cli.global);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let res = rt.block_on(commands::dispatch(cli));
+    // Don't wait for stray blocking tasks (e.g. a stdin reader).
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if e.downcast_ref::<InputError>().is_some() {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
