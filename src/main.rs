@@ -1,22 +1,9 @@
 //! The `bogie` binary: CLI, wiring and progress display.
 
-mod cli;
-mod commands;
-mod progress;
-
 use std::process::ExitCode;
 
+use bogie::{cli, commands, InputError};
 use clap::Parser;
-
-/// A usage or input error: printed as one line, exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
-
-/// Shorthand for an input error.
-pub fn input_error(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(InputError(msg.into()))
-}
 
 fn init_tracing(g: &cli::Global) {
     use tracing_subscriber::EnvFilter;

@@ -177,8 +177,10 @@ impl Qmp {
 
     /// `quit`: QEMU exits at once. A closed connection counts as success.
     pub async fn quit(&mut self, timeout: Duration) -> Result<(), QmpError> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
         match self.execute("quit", None, timeout).await {
             Ok(_) | Err(QmpError::Closed) => Ok(()),
+            Err(QmpError::Io(e)) if matches!(e.kind(), BrokenPipe | ConnectionReset) => Ok(()),
             Err(e) => Err(e),
         }
     }

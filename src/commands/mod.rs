@@ -1,4 +1,7 @@
-//! Subcommand implementations.
+//! Subcommand implementations, one module per subcommand; shared helpers here.
+
+pub mod check_console;
+pub mod list;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,20 +14,25 @@ use bogie_harness::runner::{AttemptContext, KeepPolicy};
 use bogie_harness::schedule::{run_all, Event, ScheduleOptions};
 use bogie_harness::select::{select, Filter, Selected};
 use bogie_harness::ssh::SshKey;
-use bogie_harness::{Arch, ImageInfo, Platform, PlatformError, TestEnv, Version};
+use bogie_harness::{Arch, ImageInfo, Platform, PlatformError, Registry, TestEnv, Version};
 use bogie_reports::{RunInfo, RunReport};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, CheckConsoleArgs, Cli, Command, Global, ListArgs, RunArgs};
+use crate::cli::{self, Cli, Command, Global, RunArgs};
 use crate::input_error;
 use crate::progress::Progress;
 
-/// Runs the chosen subcommand; returns the exit code.
+/// Runs the chosen subcommand with the shipped catalog; returns the exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    dispatch_with(cli, bogie_tests_catalog::registry()).await
+}
+
+/// Runs the chosen subcommand with `registry` as the test catalog.
+pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => run(&cli.global, args).await,
-        Command::List(args) => list(&cli.global, args),
-        Command::CheckConsole(args) => check_console(&cli.global, args),
+        Command::Run(args) => run(&cli.global, args, &registry).await,
+        Command::List(args) => list::list(&cli.global, args, &registry),
+        Command::CheckConsole(args) => check_console::check_console(&cli.global, args),
     }
 }
 
@@ -52,7 +60,7 @@ const KNOWN_PLATFORMS: &[&str] = &[
 ];
 
 /// Normalises and checks `--platform`.
-fn platform_name(g: &Global) -> anyhow::Result<String> {
+pub(crate) fn platform_name(g: &Global) -> anyhow::Result<String> {
     let p = g.platform.as_str();
     if !KNOWN_PLATFORMS.contains(&p) {
         return Err(input_error(format!(
@@ -68,7 +76,7 @@ fn platform_name(g: &Global) -> anyhow::Result<String> {
 }
 
 /// The architecture from --board/--arch, else the image, else the host.
-fn resolve_arch(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Arch> {
+pub(crate) fn resolve_arch(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Arch> {
     let given = match (&g.board, &g.arch) {
         (Some(b), Some(a)) => {
             let (b, a): (Arch, Arch) = (
@@ -98,7 +106,7 @@ fn resolve_arch(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Arch> {
         .unwrap_or(Arch::Amd64))
 }
 
-fn parallel(g: &Global) -> anyhow::Result<usize> {
+pub(crate) fn parallel(g: &Global) -> anyhow::Result<usize> {
     if g.parallel == "auto" {
         return Ok(std::thread::available_parallelism()
             .map(|n| n.get())
@@ -113,7 +121,7 @@ fn parallel(g: &Global) -> anyhow::Result<usize> {
     }
 }
 
-fn load_image(g: &Global) -> anyhow::Result<ImageInfo> {
+pub(crate) fn load_image(g: &Global) -> anyhow::Result<ImageInfo> {
     let Some(path) = &g.qemu.qemu_image else {
         return Err(input_error(
             "no image given: pass --qemu-image (a manifest.json from ci/build-test-image, or a disk image)",
@@ -122,7 +130,10 @@ fn load_image(g: &Global) -> anyhow::Result<ImageInfo> {
     ImageInfo::load(path).map_err(|e| input_error(e.to_string()))
 }
 
-fn image_version(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Option<Version>> {
+pub(crate) fn image_version(
+    g: &Global,
+    image: Option<&ImageInfo>,
+) -> anyhow::Result<Option<Version>> {
     match &g.image_version {
         Some(v) => Version::parse(v)
             .map(Some)
@@ -131,7 +142,7 @@ fn image_version(g: &Global, image: Option<&ImageInfo>) -> anyhow::Result<Option
     }
 }
 
-fn make_platform(
+pub(crate) fn make_platform(
     g: &Global,
     name: &str,
     image: &ImageInfo,
@@ -182,7 +193,7 @@ fn default_output_dir(platform: &str) -> PathBuf {
     PathBuf::from("_kola_temp").join(format!("{platform}-{stamp}-{}", std::process::id()))
 }
 
-fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<PathBuf> {
     let out = match &g.output_dir {
         Some(d) => d.clone(),
         None => {
@@ -202,7 +213,7 @@ fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<PathBuf> {
     Ok(std::fs::canonicalize(&out).unwrap_or(out))
 }
 
-fn filter_for(
+pub(crate) fn filter_for(
     g: &Global,
     platform: &str,
     arch: Arch,
@@ -232,7 +243,7 @@ fn filter_for(
     }
 }
 
-async fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
+async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u8> {
     let platform_name = platform_name(g)?;
     let par = parallel(g)?;
     let timeout = cli::parse_duration(&args.timeout)
@@ -246,7 +257,6 @@ async fn run(g: &Global, args: RunArgs) -> anyhow::Result<u8> {
     let image = load_image(g)?;
     let arch = resolve_arch(g, Some(&image))?;
     let version = image_version(g, Some(&image))?;
-    let registry = bogie_tests_catalog::registry();
     // Validate the selection before booting anything.
     let platform = make_platform(g, &platform_name, &image, arch, par)?;
     let mut provides = image.provides.clone();
@@ -384,7 +394,11 @@ pub fn exit_code(report: &RunReport) -> u8 {
     }
 }
 
-fn write_reports(report: &RunReport, out: &Path, tap: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn write_reports(
+    report: &RunReport,
+    out: &Path,
+    tap: Option<&Path>,
+) -> anyhow::Result<()> {
     let dir = out.join("reports");
     bogie_reports::junit::write_junit(report, dir.join("junit.xml"))?;
     bogie_reports::kola_json::write_report_json(report, dir.join("report.json"))?;
@@ -431,122 +445,4 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             }
         }
     });
-}
-
-fn list(g: &Global, args: ListArgs) -> anyhow::Result<u8> {
-    let registry = bogie_tests_catalog::registry();
-    let mut tests: Vec<&bogie_harness::Test> = registry.tests().iter().collect();
-    if !args.patterns.is_empty() {
-        let ms = args
-            .patterns
-            .iter()
-            .map(|p| bogie_harness::select::glob(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| input_error(e.to_string()))?;
-        tests.retain(|t| ms.iter().any(|m| m.is_match(&t.name)));
-        if tests.is_empty() {
-            return Err(input_error(format!(
-                "no test matches {}",
-                args.patterns.join(" ")
-            )));
-        }
-    }
-    if args.filter {
-        let platform = platform_name(g)?;
-        let image = g
-            .qemu
-            .qemu_image
-            .as_ref()
-            .map(|p| ImageInfo::load(p).map_err(|e| input_error(e.to_string())))
-            .transpose()?;
-        let arch = resolve_arch(g, image.as_ref())?;
-        let version = image_version(g, image.as_ref())?;
-        let provides = image
-            .as_ref()
-            .map(|i| i.provides.clone())
-            .unwrap_or_else(|| {
-                bogie_harness::image::FLATCAR_PROVIDES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            });
-        let f = filter_for(g, &platform, arch, version, provides, vec![], &[], false);
-        tests.retain(|t| bogie_harness::select::skip_reason(t, &f, false).is_none());
-    }
-    tests.sort_by(|a, b| a.name.cmp(&b.name));
-    if args.json {
-        let v: Vec<serde_json::Value> = tests
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "name": t.name,
-                    "description": t.description,
-                    "platforms": t.platforms,
-                    "exclude_platforms": t.exclude_platforms,
-                    "architectures": t.architectures,
-                    "exclude_architectures": t.exclude_architectures,
-                    "distros": t.distros,
-                    "cluster_size": t.cluster_size,
-                    "min_version": t.min_version.map(|v| v.to_string()),
-                    "end_version": t.end_version.map(|v| v.to_string()),
-                    "tags": t.tags,
-                    "requires": t.requires,
-                    "timeout_secs": t.timeout.map(|d| d.as_secs()),
-                    "non_exclusive": t.non_exclusive,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!(
-            "{:<44} {:<18} {:<12} {:>2}  {}",
-            "Test Name", "Platforms", "Arches", "N", "Requires"
-        );
-        for t in tests {
-            let mut plats: Vec<String> = t.platforms.clone();
-            plats.extend(t.exclude_platforms.iter().map(|p| format!("!{p}")));
-            let plats = if plats.is_empty() {
-                "all".into()
-            } else {
-                plats.join(",")
-            };
-            let mut arches: Vec<String> = t.architectures.iter().map(|a| a.to_string()).collect();
-            arches.extend(t.exclude_architectures.iter().map(|a| format!("!{a}")));
-            let arches = if arches.is_empty() {
-                "all".into()
-            } else {
-                arches.join(",")
-            };
-            let mut req = t.requires.clone();
-            req.extend(t.tags.iter().map(|t| format!("#{t}")));
-            println!(
-                "{:<44} {:<18} {:<12} {:>2}  {}",
-                t.name,
-                plats,
-                arches,
-                t.cluster_size,
-                req.join(" ")
-            );
-        }
-    }
-    Ok(0)
-}
-
-fn check_console(g: &Global, args: CheckConsoleArgs) -> anyhow::Result<u8> {
-    use bogie_harness::checks::{scan, ScanOptions};
-    let mut found = false;
-    for f in &args.files {
-        let bytes = std::fs::read(f)
-            .map_err(|e| input_error(format!("cannot read {}: {e}", f.display())))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let opts = ScanOptions {
-            no_avc_checks: g.disable_selinux_avc_checks,
-            ..Default::default()
-        };
-        for m in scan(&text, opts) {
-            found = true;
-            println!("{}:{}: {}: {}", f.display(), m.line_no, m.desc, m.line);
-        }
-    }
-    Ok(if found { 1 } else { 0 })
 }
