@@ -139,9 +139,10 @@ pub struct RunArgs {
     /// Keep only the machines of failed tests (prints how to reach and remove them).
     #[arg(long)]
     pub keep_failed: bool,
-    /// Use this SSH private key instead of a fresh ephemeral one.
+    /// Also authorize this SSH public key on every machine (repeatable; kola's --key).
+    /// A private key given here becomes the run's key instead of a fresh ephemeral one.
     #[arg(long)]
-    pub key: Option<PathBuf>,
+    pub key: Vec<PathBuf>,
     /// Default timeout per test, e.g. `10m`.
     #[arg(long, default_value = "10m")]
     pub timeout: String,

@@ -102,6 +102,7 @@ pub(crate) struct ClusterState {
     pub(crate) extra_disks: Vec<u32>,
     pub(crate) kernel_args: Vec<String>,
     pub(crate) no_ssh_key: bool,
+    pub(crate) extra_keys: Vec<String>,
 }
 
 /// Facts about the run a test may look at.

@@ -65,6 +65,9 @@ pub struct AttemptContext {
     pub memory_mb: Option<u32>,
     /// The run's cancellation (Ctrl-C).
     pub cancel: CancellationToken,
+    /// More public keys to authorize on every machine (`--key`), so people can log in
+    /// with their own keys.
+    pub extra_keys: Vec<String>,
 }
 
 /// Makes a test name safe as a directory name.
@@ -84,6 +87,9 @@ pub(crate) fn machine_config(state: &ClusterState, config: Option<Config>) -> Co
     let mut c = config.unwrap_or_default();
     if !state.no_ssh_key {
         c.add_ssh_key(&state.user, state.key.public_openssh());
+        for k in &state.extra_keys {
+            c.add_ssh_key(&state.user, k);
+        }
     }
     c
 }
@@ -301,6 +307,7 @@ pub async fn run_attempt(
         extra_disks: test.extra_disks.clone(),
         kernel_args: test.kernel_args.clone(),
         no_ssh_key: test.flags.no_ssh_key_in_user_data,
+        extra_keys: ctx.extra_keys.clone(),
     });
     let tc = TestCluster {
         state: state.clone(),
@@ -327,7 +334,6 @@ pub async fn run_attempt(
         },
         _ = ctx.cancel.cancelled() => Err(anyhow!(HarnessError("interrupted".into()))),
     };
-    cancel.cancel();
     if let Err(e) = result {
         if let Some(s) = e.downcast_ref::<Skip>() {
             skipped = Some(s.0.clone());
@@ -359,7 +365,7 @@ pub async fn run_attempt(
         let journal_path = m.dir().join("journal.txt");
         if let Ok(Ok(out)) = tokio::time::timeout(
             Duration::from_secs(60),
-            m.ssh("journalctl --no-pager -o short-monotonic -b 2>/dev/null || sudo journalctl --no-pager -o short-monotonic -b"),
+            m.ssh("sudo journalctl --no-pager -o short-monotonic -b"),
         )
         .await
         {
@@ -439,6 +445,7 @@ pub async fn run_attempt(
     }
 
     // Tear down or keep.
+    cancel.cancel();
     (state.phase)(Phase::Destroying);
     let passed = failure.is_none();
     let keep = match ctx.keep {

@@ -254,6 +254,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
             g.ssh_timeout
         ))
     })?;
+    resolve_arch(g, None)?; // flag errors first, before looking at the image
     let image = load_image(g)?;
     let arch = resolve_arch(g, Some(&image))?;
     let version = image_version(g, Some(&image))?;
@@ -273,13 +274,8 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     );
     let selected = select(registry.tests(), &filter).map_err(|e| input_error(e.to_string()))?;
 
+    let (key, extra_keys) = keys(&args.key)?;
     let out = prepare_output_dir(g, &platform_name)?;
-    let key = match &args.key {
-        Some(p) => {
-            SshKey::load(p).map_err(|e| input_error(format!("--key {}: {e}", p.display())))?
-        }
-        None => SshKey::generate(),
-    };
     let key_path = out.join("ssh").join("id_ed25519");
     std::fs::create_dir_all(out.join("ssh"))?;
     key.write(&key_path)?;
@@ -340,6 +336,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         no_avc_checks: g.disable_selinux_avc_checks,
         memory_mb: g.qemu.qemu_memory,
         cancel: cancel.clone(),
+        extra_keys,
     };
     let opts = ScheduleOptions {
         parallel: par,
@@ -380,6 +377,37 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         return Ok(1);
     }
     Ok(exit_code(&report))
+}
+
+/// The run's key pair and extra public keys from `--key` files: public keys are added to
+/// machines, a private key replaces the ephemeral run key. The user's ~/.ssh is never read.
+pub(crate) fn keys(files: &[PathBuf]) -> anyhow::Result<(SshKey, Vec<String>)> {
+    let mut run_key = None;
+    let mut extra = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| input_error(format!("--key {}: {e}", f.display())))?;
+        if text.contains("PRIVATE KEY") {
+            run_key = Some(
+                SshKey::load(f).map_err(|e| input_error(format!("--key {}: {e}", f.display())))?,
+            );
+        } else {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                if !line.starts_with("ssh-") && !line.starts_with("ecdsa-") {
+                    return Err(input_error(format!(
+                        "--key {}: not an OpenSSH public or private key",
+                        f.display()
+                    )));
+                }
+                extra.push(line.to_string());
+            }
+        }
+    }
+    Ok((run_key.unwrap_or_else(SshKey::generate), extra))
 }
 
 /// The exit code of a finished run.

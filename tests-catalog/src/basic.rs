@@ -38,7 +38,7 @@ async fn basic(c: TestCluster) -> Result<()> {
         async move {
             // An unprivileged user must not restart units through systemd's D-Bus API...
             let out = m
-                .ssh("busctl --system --no-ask-password call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager RestartUnit ss ntpd.service replace 2>&1")
+                .ssh("busctl --system call org.freedesktop.systemd1 /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager RestartUnit ss ntpd.service replace 2>&1")
                 .await?;
             let text = out.stdout_str();
             if out.success() {

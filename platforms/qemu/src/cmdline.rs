@@ -114,6 +114,19 @@ pub(crate) fn format_by_suffix(p: &Path) -> &'static str {
     }
 }
 
+/// The `-machine` and `-cpu` values for an arch under an accelerator.
+pub(crate) fn machine_and_cpu(arch: Arch, accel: ResolvedAccel) -> (&'static str, &'static str) {
+    match (arch, accel) {
+        (Arch::Amd64, ResolvedAccel::Kvm) => ("q35", "host"),
+        (Arch::Amd64, ResolvedAccel::Tcg) => ("q35", "max"),
+        // Under KVM take whatever GIC the host offers.
+        (Arch::Arm64, ResolvedAccel::Kvm) => ("virt,gic-version=max", "host"),
+        // TCG emulates GICv3. Emulating the architected pointer-authentication hash is very
+        // slow; the implementation-defined one is functionally the same for a guest.
+        (Arch::Arm64, ResolvedAccel::Tcg) => ("virt,gic-version=3", "max,pauth-impdef=on"),
+    }
+}
+
 impl MachinePlan {
     /// The QEMU argv (without the binary).
     pub(crate) fn args(&self) -> Result<Vec<String>, PlatformError> {
@@ -121,20 +134,8 @@ impl MachinePlan {
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
 
         push(&["-name", &format!("guest={}", qemu_escape(&self.name))]);
-        let machine = match (self.arch, self.accel) {
-            (Arch::Amd64, _) => "q35",
-            // TCG emulates GICv3; under KVM take whatever the host's GIC offers.
-            (Arch::Arm64, ResolvedAccel::Tcg) => "virt,gic-version=3",
-            (Arch::Arm64, ResolvedAccel::Kvm) => "virt,gic-version=max",
-        };
+        let (machine, cpu) = machine_and_cpu(self.arch, self.accel);
         push(&["-machine", machine, "-accel", self.accel.as_str()]);
-        let cpu = match (self.arch, self.accel) {
-            (_, ResolvedAccel::Kvm) => "host",
-            // Emulating the architected pointer-authentication hash is very slow under TCG;
-            // the implementation-defined one is functionally the same for a guest.
-            (Arch::Arm64, ResolvedAccel::Tcg) => "max,pauth-impdef=on",
-            (Arch::Amd64, ResolvedAccel::Tcg) => "max",
-        };
         push(&["-cpu", cpu]);
         push(&[
             "-smp",
@@ -301,32 +302,68 @@ mod tests {
         );
         let args = p.args().unwrap();
         let expected = [
-            "-name", "guest=t-m0", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2",
-            "-m", "1024", "-nodefaults", "-display", "none", "-kernel", "/img/vmlinuz", "-initrd",
-            "/img/initrd.img", "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
+            "-name",
+            "guest=t-m0",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-kernel",
+            "/img/vmlinuz",
+            "-initrd",
+            "/img/initrd.img",
+            "-append",
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0",
             "-drive",
             "if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file=/out/t/m0/disk.qcow2",
-            "-device", "virtio-blk-pci,drive=disk0,serial=primary-disk",
-            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22",
-            "-device", "virtio-net-pci,netdev=net0,romfile=",
-            "-netdev", "socket,id=net1,mcast=230.77.1.2:45000,localaddr=127.0.0.1",
-            "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:77:05:0a,romfile=",
-            "-object", "rng-random,id=rng0,filename=/dev/urandom",
-            "-device", "virtio-rng-pci,rng=rng0",
-            "-chardev", "file,id=console0,path=/out/t/m0/console.txt", "-serial", "chardev:console0",
-            "-qmp", "unix:qmp.sock,server=on,wait=off",
-            "-fw_cfg", "name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json",
-            "-fw_cfg", "name=opt/com.coreos/config,file=/out/t/m0/ignition.json",
+            "-device",
+            "virtio-blk-pci,drive=disk0,serial=primary-disk",
+            "-netdev",
+            "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22",
+            "-device",
+            "virtio-net-pci,netdev=net0,romfile=",
+            "-netdev",
+            "socket,id=net1,mcast=230.77.1.2:45000,localaddr=127.0.0.1",
+            "-device",
+            "virtio-net-pci,netdev=net1,mac=52:54:00:77:05:0a,romfile=",
+            "-object",
+            "rng-random,id=rng0,filename=/dev/urandom",
+            "-device",
+            "virtio-rng-pci,rng=rng0",
+            "-chardev",
+            "file,id=console0,path=/out/t/m0/console.txt",
+            "-serial",
+            "chardev:console0",
+            "-qmp",
+            "unix:qmp.sock,server=on,wait=off",
+            "-fw_cfg",
+            "name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json",
+            "-fw_cfg",
+            "name=opt/com.coreos/config,file=/out/t/m0/ignition.json",
         ];
         assert_eq!(args, expected);
-        assert!(!args.iter().any(|a| a == "-no-reboot"), "tests reboot machines");
+        assert!(
+            !args.iter().any(|a| a == "-no-reboot"),
+            "tests reboot machines"
+        );
     }
 
     #[test]
     fn both_fw_cfg_names_are_passed() {
         let p = plan(Arch::Arm64, Boot::Firmware(Firmware::Default));
         let s = joined(&p);
-        assert!(s.contains("-fw_cfg name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json"));
+        assert!(
+            s.contains("-fw_cfg name=opt/org.flatcar-linux/config,file=/out/t/m0/ignition.json")
+        );
         assert!(s.contains("-fw_cfg name=opt/com.coreos/config,file=/out/t/m0/ignition.json"));
         let mut none = p.clone();
         none.ignition = None;
@@ -341,7 +378,10 @@ mod tests {
         assert!(!s.contains("-bios") && !s.contains("pflash") && !s.contains("-kernel"));
         assert!(s.contains("virtio-blk-pci,drive=disk0,serial=primary-disk,bootindex=1"));
 
-        let bios = plan(Arch::Amd64, Boot::Firmware(Firmware::Bios("/fw/bios-256k.bin".into())));
+        let bios = plan(
+            Arch::Amd64,
+            Boot::Firmware(Firmware::Bios("/fw/bios-256k.bin".into())),
+        );
         assert!(joined(&bios).contains("-bios /fw/bios-256k.bin"));
 
         let mut kvm = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));

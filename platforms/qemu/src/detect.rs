@@ -199,7 +199,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let bin = d.path().join("qemu-system-aarch64");
         std::fs::write(&bin, "#!/bin/sh\n").unwrap();
-        assert_eq!(find_program("qemu-system-aarch64", Some(d.path().as_os_str())), None);
+        assert_eq!(
+            find_program("qemu-system-aarch64", Some(d.path().as_os_str())),
+            None
+        );
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(

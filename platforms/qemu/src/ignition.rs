@@ -103,7 +103,9 @@ mod tests {
         assert_eq!(v["passwd"]["users"][0]["name"], "core");
 
         // Injecting twice replaces, never duplicates.
-        let again = add_file(&out, PRIVATE_NETWORK_FILE, &unit).unwrap().unwrap();
+        let again = add_file(&out, PRIVATE_NETWORK_FILE, &unit)
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(&again).unwrap();
         assert_eq!(v["storage"]["files"].as_array().unwrap().len(), 2);
     }
@@ -123,7 +125,11 @@ mod tests {
         assert_eq!(add_file("", "/f", "x").unwrap(), None);
         assert_eq!(add_file("#cloud-config\n", "/f", "x").unwrap(), None);
         assert_eq!(add_file("{}", "/f", "x").unwrap(), None);
-        assert!(add_file(r#"{"ignition":{"version":"3.3.0"},"storage":{"files":{}}}"#, "/f", "x")
-            .is_err());
+        assert!(add_file(
+            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":{}}}"#,
+            "/f",
+            "x"
+        )
+        .is_err());
     }
 }

@@ -1,7 +1,17 @@
-//! Whether `/dev/kvm` actually works (it can exist and still refuse to create a VM, e.g.
-//! in containers without the device cgroup, or nested without virtualisation extensions).
+//! Whether `/dev/kvm` actually works. It can exist and still refuse to create a VM (a
+//! container without the device cgroup), or create VMs whose vCPUs QEMU cannot set up (a
+//! nested hypervisor rejecting MSRs: QEMU then aborts at start). So the ioctl check is
+//! followed by starting QEMU itself, paused, with the machine and CPU bogie would use.
 
 use std::ffi::CStr;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bogie_harness::Arch;
+
+use crate::cmdline::{machine_and_cpu, ResolvedAccel};
 
 const KVM_GET_API_VERSION: u64 = 0xAE00;
 const KVM_CREATE_VM: u64 = 0xAE01;
@@ -58,6 +68,55 @@ fn probe_device(path: &CStr) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts `qemu` paused under KVM with the machine and CPU a real machine would get, and
+/// quits it through QMP on stdin. `Err` carries QEMU's first error line.
+pub fn probe_qemu(qemu: &Path, arch: Arch) -> Result<(), String> {
+    let (machine, cpu) = machine_and_cpu(arch, ResolvedAccel::Kvm);
+    let mut child = Command::new(qemu)
+        .args([
+            "-accel", "kvm", "-machine", machine, "-cpu", cpu, "-m", "64",
+        ])
+        .args(["-nodefaults", "-display", "none", "-S", "-qmp", "stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error means QEMU already exited; its status tells why.
+        let _ = stdin.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("QEMU did not start under KVM within 10s".into());
+            }
+            Err(e) => return Err(format!("waiting for QEMU: {e}")),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    let line = err
+        .lines()
+        .find(|l| l.contains("error") || l.contains("failed"))
+        .or_else(|| err.lines().last())
+        .unwrap_or("no output")
+        .trim()
+        .to_string();
+    Err(format!("QEMU cannot start a KVM guest ({status}): {line}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +127,24 @@ mod tests {
         assert!(e.starts_with("cannot open /nonexistent/kvm"), "{e}");
         let e = probe_device(c"/dev/null").unwrap_err();
         assert!(e.contains("KVM_GET_API_VERSION"), "{e}");
+    }
+
+    #[test]
+    fn a_qemu_that_aborts_under_kvm_is_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let fake = d.path().join("qemu");
+        let script = "#!/bin/sh\ncat >/dev/null\necho 'qemu: error: failed to set MSR 0x10a to 0x69' >&2\necho 'kvm.c: Assertion failed.' >&2\nkill -ABRT $$\n";
+        std::fs::write(&fake, script).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = probe_qemu(&fake, Arch::Amd64).unwrap_err();
+        assert!(e.starts_with("QEMU cannot start a KVM guest"), "{e}");
+        assert!(
+            e.ends_with("qemu: error: failed to set MSR 0x10a to 0x69"),
+            "{e}"
+        );
+
+        std::fs::write(&fake, "#!/bin/sh\ncat >/dev/null\nexit 0\n").unwrap();
+        assert_eq!(probe_qemu(&fake, Arch::Amd64), Ok(()));
     }
 }

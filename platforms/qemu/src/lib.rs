@@ -58,7 +58,9 @@ impl FromStr for Accel {
             "auto" => Ok(Accel::Auto),
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
-            other => Err(format!("unknown accelerator {other:?} (expected auto, kvm or tcg)")),
+            other => Err(format!(
+                "unknown accelerator {other:?} (expected auto, kvm or tcg)"
+            )),
         }
     }
 }
@@ -178,13 +180,15 @@ impl QemuPlatform {
     /// [`PlatformError::Input`]s.
     pub fn new(opts: QemuOptions) -> Result<Self, PlatformError> {
         let path_var = std::env::var_os("PATH");
-        Self::validate(opts, path_var.as_deref(), kvm::probe)
+        Self::validate(opts, path_var.as_deref(), |qemu, arch| {
+            kvm::probe().and_then(|()| kvm::probe_qemu(qemu, arch))
+        })
     }
 
     pub(crate) fn validate(
         opts: QemuOptions,
         path_var: Option<&std::ffi::OsStr>,
-        kvm_probe: impl FnOnce() -> Result<(), String>,
+        kvm_probe: impl FnOnce(&Path, Arch) -> Result<(), String>,
     ) -> Result<Self, PlatformError> {
         let arch = opts.arch;
         let binary = match &opts.qemu_binary {
@@ -325,7 +329,7 @@ impl QemuPlatform {
             tracing::debug!("--qemu-skip-mangle: bogie never modifies images; nothing to skip");
         }
 
-        let accel = resolve_accel(opts.accel, arch, Arch::host(), kvm_probe)?;
+        let accel = resolve_accel(opts.accel, arch, Arch::host(), || kvm_probe(&binary, arch))?;
         tracing::info!(
             binary = %binary.display(),
             accel = accel.as_str(),
@@ -367,22 +371,34 @@ fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformErr
         if p.is_file() {
             Ok(())
         } else {
-            Err(input(format!("firmware file not found: {}{hint}", p.display())))
+            Err(input(format!(
+                "firmware file not found: {}{hint}",
+                p.display()
+            )))
         }
     };
     let t = match (opts.arch, &opts.firmware, &opts.ovmf_vars) {
         (Arch::Arm64, None, None) => {
             let hint = " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware and --qemu-ovmf-vars)";
-            let (code, vars) = (PathBuf::from(DEFAULT_AAVMF_CODE), PathBuf::from(DEFAULT_AAVMF_VARS));
+            let (code, vars) = (
+                PathBuf::from(DEFAULT_AAVMF_CODE),
+                PathBuf::from(DEFAULT_AAVMF_VARS),
+            );
             exists(&code, hint)?;
             exists(&vars, hint)?;
             FirmwareTemplate::Uefi { code, vars }
         }
         (Arch::Arm64, None, Some(vars)) => {
             let code = PathBuf::from(DEFAULT_AAVMF_CODE);
-            exists(&code, " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware)")?;
+            exists(
+                &code,
+                " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware)",
+            )?;
             exists(vars, "")?;
-            FirmwareTemplate::Uefi { code, vars: vars.clone() }
+            FirmwareTemplate::Uefi {
+                code,
+                vars: vars.clone(),
+            }
         }
         (Arch::Amd64, None, None) => FirmwareTemplate::Default,
         (Arch::Amd64, None, Some(_)) => {
@@ -397,7 +413,10 @@ fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformErr
         (_, Some(fw), Some(vars)) => {
             exists(fw, "")?;
             exists(vars, "")?;
-            FirmwareTemplate::Uefi { code: fw.clone(), vars: vars.clone() }
+            FirmwareTemplate::Uefi {
+                code: fw.clone(),
+                vars: vars.clone(),
+            }
         }
     };
     Ok(t)

@@ -75,7 +75,11 @@ fn tail(path: &Path, max: usize) -> String {
 
 /// Connects to a unix socket whose path may exceed `sun_path` (108 bytes) by going through
 /// `/proc/self/fd/<dir fd>/<name>`.
-async fn connect_qmp(dir: &Path, name: &str, timeout: Duration) -> Result<Qmp, crate::qmp::QmpError> {
+async fn connect_qmp(
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+) -> Result<Qmp, crate::qmp::QmpError> {
     let full = dir.join(name);
     if full.as_os_str().len() < 100 {
         return Qmp::connect(&full, timeout).await;
@@ -155,7 +159,10 @@ impl std::fmt::Debug for QemuCluster {
 }
 
 impl QemuCluster {
-    pub(crate) fn new(platform: Arc<PlatformInner>, spec: ClusterSpec) -> Result<Self, PlatformError> {
+    pub(crate) fn new(
+        platform: Arc<PlatformInner>,
+        spec: ClusterSpec,
+    ) -> Result<Self, PlatformError> {
         // A random group and port per cluster keeps concurrent clusters (also of other bogie
         // runs on the host) apart; MACs carry a random per-cluster byte as well.
         let r: [u8; 3] = rand::random();
@@ -180,7 +187,10 @@ impl QemuCluster {
     /// Boots a machine and returns it with its concrete type.
     pub async fn boot(&self, spec: MachineSpec) -> Result<Arc<QemuMachine>, PlatformError> {
         if self.destroyed.load(Ordering::SeqCst) {
-            return Err(machine_err(format!("cluster {} was destroyed", self.spec.name)));
+            return Err(machine_err(format!(
+                "cluster {} was destroyed",
+                self.spec.name
+            )));
         }
         let index = self.next_index.fetch_add(1, Ordering::SeqCst);
         if index >= MAX_MACHINES {
@@ -242,7 +252,10 @@ impl Cluster for QemuCluster {
                 .map(|m| m.destroy()),
         )
         .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 }
 
@@ -263,7 +276,11 @@ async fn boot_machine(
         (None, None)
     } else {
         let unit = ignition::private_network_unit(&mac, ip, PRIVATE_NET_PREFIX_LEN);
-        let (text, private_ip) = match ignition::add_file(&spec.ignition, PRIVATE_NETWORK_FILE, &unit) {
+        let (text, private_ip) = match ignition::add_file(
+            &spec.ignition,
+            PRIVATE_NETWORK_FILE,
+            &unit,
+        ) {
             Ok(Some(with_net)) => (with_net, Some(ip)),
             Ok(None) => {
                 tracing::warn!(machine = %spec.id, "config is not Ignition JSON: no private network address");
@@ -313,7 +330,18 @@ async fn boot_machine(
         let d = dir.join(format!("extra-disk-{}.qcow2", i + 1));
         let _ = std::fs::remove_file(&d);
         guard.files.push(d.clone());
-        qemu_img(img, &["create", "-q", "-f", "qcow2", &path_arg(&d)?, &format!("{size}G")]).await?;
+        qemu_img(
+            img,
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                &path_arg(&d)?,
+                &format!("{size}G"),
+            ],
+        )
+        .await?;
         extra_disks.push(d);
     }
 
@@ -467,7 +495,10 @@ pub(crate) async fn machine_firmware(
             let copy = dir.join(format!("efivars.{ext}"));
             files.push(copy.clone());
             tokio::fs::copy(vars, &copy).await.map_err(|e| {
-                PlatformError::io(format!("copying {} to {}", vars.display(), copy.display()), e)
+                PlatformError::io(
+                    format!("copying {} to {}", vars.display(), copy.display()),
+                    e,
+                )
             })?;
             Firmware::Pflash {
                 code: code.clone(),
@@ -612,7 +643,11 @@ impl QemuMachine {
     }
 
     fn remove_scratch(&self) {
-        for f in self.scratch.iter().chain(std::iter::once(&self.qmp_socket())) {
+        for f in self
+            .scratch
+            .iter()
+            .chain(std::iter::once(&self.qmp_socket()))
+        {
             if let Err(e) = std::fs::remove_file(f) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!("removing {}: {e}", f.display());
@@ -675,7 +710,10 @@ impl Machine for QemuMachine {
                 // SAFETY: plain kill(2); the pid is our unreaped child, so it cannot be reused.
                 unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
             }
-            if tokio::time::timeout(QUIT_GRACE, child.wait()).await.is_err() {
+            if tokio::time::timeout(QUIT_GRACE, child.wait())
+                .await
+                .is_err()
+            {
                 tracing::warn!(machine = %self.id, pid = self.pid, "QEMU ignored quit; killing it");
                 let _ = child.start_kill();
                 if tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -705,7 +743,12 @@ impl Machine for QemuMachine {
         let mut child = self.child.lock().await;
         match child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => {}
-            None => return Err(machine_err(format!("{}: the machine was destroyed", self.id))),
+            None => {
+                return Err(machine_err(format!(
+                    "{}: the machine was destroyed",
+                    self.id
+                )))
+            }
             Some(_) => return Err(machine_err(format!("{}: QEMU is not running", self.id))),
         }
         self.state.store(KEPT, Ordering::SeqCst);

@@ -79,7 +79,9 @@ impl Qmp {
             .await
             .map_err(|_| QmpError::Timeout("greeting".into()))??;
         let Some(g) = greeting.get("QMP") else {
-            return Err(QmpError::Protocol(format!("unexpected greeting {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "unexpected greeting {greeting}"
+            )));
         };
         qmp.version = g.get("version").cloned().unwrap_or(Value::Null);
         qmp.execute("qmp_capabilities", None, timeout).await?;
@@ -172,7 +174,9 @@ impl Qmp {
 
     /// `system_powerdown`: presses the ACPI power button.
     pub async fn system_powerdown(&mut self, timeout: Duration) -> Result<(), QmpError> {
-        self.execute("system_powerdown", None, timeout).await.map(|_| ())
+        self.execute("system_powerdown", None, timeout)
+            .await
+            .map(|_| ())
     }
 
     /// `quit`: QEMU exits at once. A closed connection counts as success.
@@ -217,9 +221,11 @@ mod tests {
     async fn fake(server: UnixStream, script: Vec<(&'static str, Vec<String>)>) {
         let (r, mut w) = server.into_split();
         let mut r = BufReader::new(r);
-        w.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"major\": 7}}, \"capabilities\": []}}\r\n")
-            .await
-            .unwrap();
+        w.write_all(
+            b"{\"QMP\": {\"version\": {\"qemu\": {\"major\": 7}}, \"capabilities\": []}}\r\n",
+        )
+        .await
+        .unwrap();
         for (cmd, replies) in script {
             let mut line = String::new();
             if r.read_line(&mut line).await.unwrap() == 0 {
@@ -244,7 +250,10 @@ mod tests {
         let server = tokio::spawn(fake(
             b,
             vec![
-                ("qmp_capabilities", vec![r#"{"return": {}, "id": $ID}"#.into()]),
+                (
+                    "qmp_capabilities",
+                    vec![r#"{"return": {}, "id": $ID}"#.into()],
+                ),
                 (
                     "query-status",
                     vec![
@@ -259,7 +268,9 @@ mod tests {
                 ),
                 (
                     "system_powerdown",
-                    vec![r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": $ID}"#.into()],
+                    vec![
+                        r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": $ID}"#.into(),
+                    ],
                 ),
             ],
         ));
@@ -268,9 +279,15 @@ mod tests {
         assert_eq!(q.version()["qemu"]["major"], 7);
         assert_eq!(q.query_status(t).await.unwrap(), "running");
         assert_eq!(q.take_events().len(), 1);
-        assert_eq!(q.human_monitor_command("info status", t).await.unwrap(), "ok\r\n");
+        assert_eq!(
+            q.human_monitor_command("info status", t).await.unwrap(),
+            "ok\r\n"
+        );
         let e = q.system_powerdown(t).await.unwrap_err();
-        assert_eq!(e.to_string(), "QMP system_powerdown failed: GenericError: nope");
+        assert_eq!(
+            e.to_string(),
+            "QMP system_powerdown failed: GenericError: nope"
+        );
         drop(q);
         server.await.unwrap();
     }
@@ -281,12 +298,18 @@ mod tests {
         let server = tokio::spawn(fake(
             b,
             vec![
-                ("qmp_capabilities", vec![r#"{"return": {}, "id": $ID}"#.into()]),
+                (
+                    "qmp_capabilities",
+                    vec![r#"{"return": {}, "id": $ID}"#.into()],
+                ),
                 ("query-status", vec![]),
             ],
         ));
         let mut q = Qmp::negotiate(a, Duration::from_secs(5)).await.unwrap();
-        let e = q.query_status(Duration::from_millis(200)).await.unwrap_err();
+        let e = q
+            .query_status(Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(e, QmpError::Timeout(_)), "{e}");
         server.abort();
         let _ = server.await;
@@ -297,7 +320,10 @@ mod tests {
             let (a, b) = UnixStream::pair().unwrap();
             let s = tokio::spawn(fake(
                 b,
-                vec![("qmp_capabilities", vec![r#"{"return": {}, "id": $ID}"#.into()])],
+                vec![(
+                    "qmp_capabilities",
+                    vec![r#"{"return": {}, "id": $ID}"#.into()],
+                )],
             ));
             let q = Qmp::negotiate(a, Duration::from_secs(5)).await.unwrap();
             s.abort();

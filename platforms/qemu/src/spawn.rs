@@ -73,8 +73,13 @@ pub async fn spawn(mut cmd: Command, lifetime: Lifetime) -> io::Result<Child> {
                     if libc::setpgid(0, 0) < 0 {
                         return Err(io::Error::last_os_error());
                     }
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0)
-                        < 0
+                    if libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    ) < 0
                     {
                         return Err(io::Error::last_os_error());
                     }

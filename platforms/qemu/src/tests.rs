@@ -75,14 +75,19 @@ impl Fixture {
 }
 
 fn validate(opts: QemuOptions, path: &Path) -> Result<QemuPlatform, PlatformError> {
-    QemuPlatform::validate(opts, Some(path.as_os_str()), || Err("no kvm in tests".into()))
+    QemuPlatform::validate(opts, Some(path.as_os_str()), |_, _| {
+        Err("no kvm in tests".into())
+    })
 }
 
 fn err(r: Result<QemuPlatform, PlatformError>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),
         Err(e) => {
-            assert!(matches!(e, PlatformError::Input(_)), "not an input error: {e:?}");
+            assert!(
+                matches!(e, PlatformError::Input(_)),
+                "not an input error: {e:?}"
+            );
             e.to_string()
         }
     }
@@ -109,7 +114,10 @@ fn a_kernel_contradicting_the_manifest_is_refused() {
     let bin = f.bin_dir();
     let img = f.manifest(Arch::Amd64, Arch::Arm64, "direct-kernel");
     let e = err(validate(QemuOptions::new(img, Arch::Amd64), &bin));
-    assert!(e.ends_with("is arm64 but --board amd64-usr was given"), "{e}");
+    assert!(
+        e.ends_with("is arm64 but --board amd64-usr was given"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -123,7 +131,10 @@ fn plain_disks_and_kernels_are_recognised_from_their_bytes() {
     let e = err(validate(QemuOptions::new(img.clone(), Arch::Amd64), &bin));
     assert_eq!(
         e,
-        format!("image {} is arm64 but --board amd64-usr was given", disk.display())
+        format!(
+            "image {} is arm64 but --board amd64-usr was given",
+            disk.display()
+        )
     );
     // The right board boots it through AAVMF (when installed) or names the package.
     match validate(QemuOptions::new(img, Arch::Arm64), &bin) {
@@ -138,9 +149,18 @@ fn plain_disks_and_kernels_are_recognised_from_their_bytes() {
     }
 
     let k = f.kernel(Arch::Arm64);
-    let e = err(validate(QemuOptions::new(ImageInfo::load(&k).unwrap(), Arch::Amd64), &bin));
-    assert!(e.ends_with("is arm64 but --board amd64-usr was given"), "{e}");
-    let e = err(validate(QemuOptions::new(ImageInfo::load(&k).unwrap(), Arch::Arm64), &bin));
+    let e = err(validate(
+        QemuOptions::new(ImageInfo::load(&k).unwrap(), Arch::Amd64),
+        &bin,
+    ));
+    assert!(
+        e.ends_with("is arm64 but --board amd64-usr was given"),
+        "{e}"
+    );
+    let e = err(validate(
+        QemuOptions::new(ImageInfo::load(&k).unwrap(), Arch::Arm64),
+        &bin,
+    ));
     assert!(e.contains("is a Linux kernel, not a disk image"), "{e}");
 }
 
@@ -166,7 +186,10 @@ fn missing_binaries_name_their_debian_package() {
     std::fs::create_dir_all(&only).unwrap();
     f.exe("only/qemu-system-aarch64", "#!/bin/sh\n");
     let e = err(validate(QemuOptions::new(img.clone(), Arch::Arm64), &only));
-    assert_eq!(e, "qemu-img not found in PATH: install the Debian package qemu-utils");
+    assert_eq!(
+        e,
+        "qemu-img not found in PATH: install the Debian package qemu-utils"
+    );
     // An explicit binary that does not exist.
     let mut o = QemuOptions::new(img, Arch::Arm64);
     o.qemu_binary = Some("/nonexistent/qemu".into());
@@ -181,13 +204,19 @@ fn firmware_is_chosen_per_arch_and_checked() {
     let img = f.manifest(Arch::Amd64, Arch::Amd64, "firmware");
     // amd64: SeaBIOS by default, -bios with a firmware file, pflash with vars too.
     let p = validate(QemuOptions::new(img.clone(), Arch::Amd64), &bin).unwrap();
-    assert_eq!(p.inner.boot, BootTemplate::Firmware(FirmwareTemplate::Default));
+    assert_eq!(
+        p.inner.boot,
+        BootTemplate::Firmware(FirmwareTemplate::Default)
+    );
     let code = f.write("OVMF_CODE.fd", b"code");
     let vars = f.write("OVMF_VARS.fd", b"vars");
     let mut o = QemuOptions::new(img.clone(), Arch::Amd64);
     o.firmware = Some(code.clone());
     let p = validate(o.clone(), &bin).unwrap();
-    assert_eq!(p.inner.boot, BootTemplate::Firmware(FirmwareTemplate::Bios(code.clone())));
+    assert_eq!(
+        p.inner.boot,
+        BootTemplate::Firmware(FirmwareTemplate::Bios(code.clone()))
+    );
     o.ovmf_vars = Some(vars.clone());
     let p = validate(o.clone(), &bin).unwrap();
     assert_eq!(
@@ -202,7 +231,13 @@ fn firmware_is_chosen_per_arch_and_checked() {
     assert!(e.contains("--qemu-ovmf-vars needs --qemu-firmware"), "{e}");
     o.firmware = Some(f.path("missing.fd"));
     let e = err(validate(o, &bin));
-    assert_eq!(e, format!("firmware file not found: {}", f.path("missing.fd").display()));
+    assert_eq!(
+        e,
+        format!(
+            "firmware file not found: {}",
+            f.path("missing.fd").display()
+        )
+    );
 }
 
 #[tokio::test]
@@ -229,7 +264,10 @@ async fn arm64_uefi_machines_get_their_own_vars_copy() {
             vars: m0.join("efivars.fd")
         }
     );
-    assert_eq!(std::fs::read(m0.join("efivars.fd")).unwrap(), b"pristine vars");
+    assert_eq!(
+        std::fs::read(m0.join("efivars.fd")).unwrap(),
+        b"pristine vars"
+    );
     assert_eq!(files, vec![m0.join("efivars.fd")]);
 }
 
@@ -239,12 +277,27 @@ fn accel_auto_uses_kvm_only_when_it_works_for_the_host_arch() {
     let broken = || Err("KVM_CREATE_VM failed".to_string());
     let never = || -> Result<(), String> { panic!("probe must not run for a foreign arch") };
     let host = Some(Arch::Amd64);
-    assert_eq!(resolve_accel(Accel::Auto, Arch::Amd64, host, ok).unwrap(), ResolvedAccel::Kvm);
-    assert_eq!(resolve_accel(Accel::Auto, Arch::Amd64, host, broken).unwrap(), ResolvedAccel::Tcg);
-    assert_eq!(resolve_accel(Accel::Auto, Arch::Arm64, host, never).unwrap(), ResolvedAccel::Tcg);
-    assert_eq!(resolve_accel(Accel::Tcg, Arch::Amd64, host, never).unwrap(), ResolvedAccel::Tcg);
+    assert_eq!(
+        resolve_accel(Accel::Auto, Arch::Amd64, host, ok).unwrap(),
+        ResolvedAccel::Kvm
+    );
+    assert_eq!(
+        resolve_accel(Accel::Auto, Arch::Amd64, host, broken).unwrap(),
+        ResolvedAccel::Tcg
+    );
+    assert_eq!(
+        resolve_accel(Accel::Auto, Arch::Arm64, host, never).unwrap(),
+        ResolvedAccel::Tcg
+    );
+    assert_eq!(
+        resolve_accel(Accel::Tcg, Arch::Amd64, host, never).unwrap(),
+        ResolvedAccel::Tcg
+    );
     let e = resolve_accel(Accel::Kvm, Arch::Amd64, host, broken).unwrap_err();
-    assert_eq!(e.to_string(), "--qemu-accel kvm: KVM is not usable: KVM_CREATE_VM failed");
+    assert_eq!(
+        e.to_string(),
+        "--qemu-accel kvm: KVM is not usable: KVM_CREATE_VM failed"
+    );
     let e = resolve_accel(Accel::Kvm, Arch::Arm64, host, never).unwrap_err();
     assert!(e.to_string().contains("arm64 guest cannot use KVM"), "{e}");
     assert_eq!("tcg".parse::<Accel>().unwrap(), Accel::Tcg);
@@ -325,12 +378,22 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
     };
     assert!(e.contains("QEMU exited at start"), "{e}");
     assert!(e.contains("Could not set up host forwarding rule"), "{e}");
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3, "3 port attempts");
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        3,
+        "3 port attempts"
+    );
     assert!(!mdir.join("disk.qcow2").exists(), "overlay left behind");
-    assert!(!mdir.join("extra-disk-1.qcow2").exists(), "extra disk left behind");
+    assert!(
+        !mdir.join("extra-disk-1.qcow2").exists(),
+        "extra disk left behind"
+    );
     // The command line is kept in qemu.log, and the Ignition config got the private network.
     let log = std::fs::read_to_string(mdir.join("qemu.log")).unwrap();
-    assert!(log.contains("-append root=/dev/vda console=ttyS0 quiet"), "{log}");
+    assert!(
+        log.contains("-append root=/dev/vda console=ttyS0 quiet"),
+        "{log}"
+    );
     assert!(log.contains("name=opt/com.coreos/config"), "{log}");
     let ign = std::fs::read_to_string(mdir.join("ignition.json")).unwrap();
     assert!(ign.contains("10-bogie-private.network"), "{ign}");
@@ -348,10 +411,21 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
     o.qemu_binary = Some(fake2);
     o.qemu_img = Some(qemu_img);
     let p = validate(o, &bin).unwrap();
-    let cluster = p.cluster(ClusterSpec { name: "t2".into(), dir: cdir }).unwrap();
+    let cluster = p
+        .cluster(ClusterSpec {
+            name: "t2".into(),
+            dir: cdir,
+        })
+        .unwrap();
     let e = cluster.boot(spec).await.unwrap_err().to_string();
-    assert!(e.ends_with("QEMU exited at start (exit status: 1): qemu: unsupported machine type"), "{e}");
-    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 1);
+    assert!(
+        e.ends_with("QEMU exited at start (exit status: 1): qemu: unsupported machine type"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap().lines().count(),
+        1
+    );
     cluster.destroy().await.unwrap();
     cluster.destroy().await.unwrap();
 }

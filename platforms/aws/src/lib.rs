@@ -1,0 +1,1 @@
+//! bogie: aws (being written).

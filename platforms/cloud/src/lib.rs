@@ -1,0 +1,1 @@
+//! bogie: cloud (being written).

@@ -1,0 +1,1 @@
+//! bogie: external (being written).

@@ -1,0 +1,1 @@
+//! bogie: pxe (being written).

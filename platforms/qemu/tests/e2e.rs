@@ -1,0 +1,387 @@
+//! End-to-end tests that boot the real test image through the QEMU platform.
+//!
+//! They run only when `BOGIE_TEST_IMAGE` names an image manifest from `ci/build-test-image`
+//! (otherwise they print a note and pass):
+//!
+//! ```text
+//! BOGIE_TEST_IMAGE=~/.cache/bogie/images/amd64-<key>/manifest.json \
+//!     cargo test -p bogie-platform-qemu --test e2e -- --nocapture --test-threads=1
+//! ```
+//!
+//! They need `ssh` and `ssh-keygen`, and check that no QEMU process or overlay is left.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bogie_harness::{Cluster, ClusterSpec, ImageInfo, Machine, MachineSpec, Platform};
+use bogie_platform_qemu::{default_cpus, down, QemuMachine, QemuOptions, QemuPlatform};
+
+/// Boots share 2 cores: one test at a time, so timings mean something.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn image() -> Option<ImageInfo> {
+    let Some(p) = std::env::var_os("BOGIE_TEST_IMAGE") else {
+        eprintln!("skipped: set BOGIE_TEST_IMAGE=/path/to/manifest.json to boot the test image");
+        return None;
+    };
+    Some(ImageInfo::load(Path::new(&p)).expect("BOGIE_TEST_IMAGE must be a loadable image"))
+}
+
+fn platform(image: ImageInfo, parallel: u32) -> QemuPlatform {
+    let arch = image.arch.expect("manifest names its arch");
+    let mut o = QemuOptions::new(image, arch);
+    o.cpus = default_cpus(parallel);
+    QemuPlatform::new(o).expect("platform validates")
+}
+
+struct Key {
+    _dir: tempfile::TempDir,
+    private: PathBuf,
+    public: String,
+}
+
+fn keygen() -> Key {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("id_ed25519");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "bogie-e2e", "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(st.success());
+    let public = std::fs::read_to_string(private.with_extension("pub")).unwrap();
+    Key {
+        _dir: dir,
+        private,
+        public: public.trim().to_string(),
+    }
+}
+
+fn ignition(key: &Key) -> String {
+    serde_json::json!({
+        "ignition": { "version": "3.3.0" },
+        "passwd": { "users": [ { "name": "core", "sshAuthorizedKeys": [ key.public ] } ] }
+    })
+    .to_string()
+}
+
+fn machine_spec(dir: &Path, id: &str, ignition: &str, may_outlive: bool) -> MachineSpec {
+    let mdir = dir.join(id);
+    std::fs::create_dir_all(&mdir).unwrap();
+    std::fs::write(mdir.join("ignition.json"), ignition).unwrap();
+    MachineSpec {
+        id: id.into(),
+        dir: mdir,
+        ignition: ignition.into(),
+        memory_mb: None,
+        cpus: None,
+        extra_disks: vec![],
+        kernel_args: vec![],
+        may_outlive,
+    }
+}
+
+/// One `ssh` run with its own 10 s connect timeout and a 20 s overall limit (an early connect
+/// through slirp can hang waiting for the banner). Returns (exit code, stdout).
+async fn ssh(key: &Key, port: u16, command: &str) -> Option<(i32, String)> {
+    let mut cmd = tokio::process::Command::new("ssh");
+    cmd.args(["-F", "/dev/null", "-i"])
+        .arg(&key.private)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            "core@127.0.0.1",
+            command,
+        ])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .ok()?
+        .ok()?;
+    Some((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+/// Waits for SSH, then for `systemctl is-system-running` to settle. Returns the times from
+/// `since` to the first SSH login and to a settled system.
+async fn wait_ready(m: &QemuMachine, key: &Key, since: Instant) -> (Duration, Duration) {
+    let deadline = since + Duration::from_secs(600);
+    let port = m.ssh_addr().port();
+    let mut first_login = None;
+    loop {
+        assert!(Instant::now() < deadline, "{} not ready in time", m.id());
+        assert!(
+            m.is_running().await,
+            "{} stopped:\n{}",
+            m.id(),
+            m.console_output().await.unwrap()
+        );
+        if let Some((_, state)) = ssh(key, port, "systemctl is-system-running").await {
+            let t = *first_login.get_or_insert_with(|| since.elapsed());
+            if state == "running" || state == "degraded" {
+                if state == "degraded" {
+                    let failed = ssh(key, port, "systemctl --failed --no-legend").await;
+                    eprintln!("{}: degraded: {failed:?}", m.id());
+                }
+                return (t, since.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every live `qemu-system-*` process whose command line mentions `needle`.
+fn qemu_processes(needle: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let c = String::from_utf8_lossy(&c);
+        if c.contains("qemu-system") && c.contains(needle) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has an empty cmdline; count it as gone.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+#[tokio::test]
+async fn boots_to_ssh_and_is_destroyed_without_leftovers() {
+    let Some(image) = image() else { return };
+    let _serial = SERIAL.lock().await;
+    let p = platform(image, 1);
+    eprintln!("accel: {:?}, binary {}", p.accel(), p.binary().display());
+    let key = keygen();
+    let out = tempfile::tempdir().unwrap();
+    let cdir = out.path().join("cl.e2e");
+    let cluster = p
+        .cluster(ClusterSpec {
+            name: "cl.e2e".into(),
+            dir: cdir.clone(),
+        })
+        .unwrap();
+    let start = Instant::now();
+    let m = cluster
+        .boot(machine_spec(&cdir, "m0", &ignition(&key), false))
+        .await
+        .unwrap();
+    let started = start.elapsed();
+    let (login, settled) = wait_ready(&m, &key, start).await;
+    eprintln!(
+        "TIMING single: QEMU up {:.1}s, first SSH login {:.1}s, is-system-running settled {:.1}s",
+        started.as_secs_f64(),
+        login.as_secs_f64(),
+        settled.as_secs_f64()
+    );
+
+    // The machine is what we asked for.
+    let st = m
+        .qmp_execute("query-status", None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(st["status"], "running");
+    // The image boots with `quiet`; the console still shows the login prompt or boot lines.
+    let console = m.console_output().await.unwrap();
+    assert!(!console.trim().is_empty(), "empty console");
+    let (_, ip) = ssh(&key, m.ssh_addr().port(), "ip -4 -o addr show")
+        .await
+        .unwrap();
+    assert!(
+        ip.contains("10.77.0.10/24"),
+        "private address missing: {ip}"
+    );
+    assert_eq!(m.private_ip(), Some("10.77.0.10".parse().unwrap()));
+    let overlay = m.overlay();
+    assert!(overlay.exists());
+
+    // Destroy: no QEMU left, overlay gone, artifacts kept; destroy again is a no-op.
+    let pid = m.pid();
+    let t = Instant::now();
+    cluster.destroy().await.unwrap();
+    eprintln!("TIMING destroy: {:.2}s", t.elapsed().as_secs_f64());
+    assert!(!m.is_running().await);
+    assert!(!alive(pid), "QEMU {pid} still alive");
+    assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
+    assert!(!overlay.exists(), "overlay left behind");
+    assert!(cdir.join("m0/console.txt").exists() && cdir.join("m0/ignition.json").exists());
+    m.destroy().await.unwrap();
+    cluster.destroy().await.unwrap();
+    assert!(cluster
+        .new_machine(machine_spec(&cdir, "m1", "", false))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn two_machines_reach_each_other_on_the_private_network() {
+    let Some(image) = image() else { return };
+    let _serial = SERIAL.lock().await;
+    let p = platform(image, 2);
+    let key = keygen();
+    let out = tempfile::tempdir().unwrap();
+    let cdir = out.path().join("cl.pair");
+    let cluster: Box<dyn Cluster> = p
+        .new_cluster(ClusterSpec {
+            name: "cl.pair".into(),
+            dir: cdir.clone(),
+        })
+        .await
+        .unwrap();
+    let cfg = ignition(&key);
+    let start = Instant::now();
+    let (a, b) = tokio::join!(
+        cluster.new_machine(machine_spec(&cdir, "m0", &cfg, false)),
+        cluster.new_machine(machine_spec(&cdir, "m1", &cfg, false)),
+    );
+    let (a, b): (Arc<dyn Machine>, Arc<dyn Machine>) = (a.unwrap(), b.unwrap());
+    let ips = [a.private_ip().unwrap(), b.private_ip().unwrap()];
+    let mut ready = Vec::new();
+    for m in [&a, &b] {
+        let port = m.ssh_addr().port();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "{} not ready",
+                m.id()
+            );
+            if let Some((_, s)) = ssh(&key, port, "systemctl is-system-running").await {
+                if s == "running" || s == "degraded" {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        ready.push(start.elapsed());
+    }
+    eprintln!(
+        "TIMING pair (booted together, {} vCPU each): ready at {:.1}s and {:.1}s",
+        default_cpus(2),
+        ready[0].as_secs_f64(),
+        ready[1].as_secs_f64()
+    );
+
+    for (from, to) in [(&a, ips[1]), (&b, ips[0])] {
+        let port = from.ssh_addr().port();
+        let probe = format!(
+            "if command -v ping >/dev/null; then ping -c 3 -W 2 {to}; \
+             else timeout 5 bash -c '</dev/tcp/{to}/22' && echo tcp-ok; fi"
+        );
+        let t = Instant::now();
+        let (code, out) = ssh(&key, port, &probe).await.unwrap();
+        eprintln!(
+            "{} -> {to}: exit {code} in {:.1}s\n{out}",
+            from.id(),
+            t.elapsed().as_secs_f64()
+        );
+        assert_eq!(code, 0, "{} cannot reach {to}: {out}", from.id());
+    }
+
+    let pids: Vec<u32> = qemu_processes(cdir.to_str().unwrap());
+    assert_eq!(pids.len(), 2);
+    cluster.destroy().await.unwrap();
+    assert!(pids.iter().all(|p| !alive(*p)));
+    assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
+    assert!(!cdir.join("m0/disk.qcow2").exists() && !cdir.join("m1/disk.qcow2").exists());
+}
+
+#[tokio::test]
+async fn dropped_machines_die_and_kept_ones_survive_until_down() {
+    let Some(image) = image() else { return };
+    let _serial = SERIAL.lock().await;
+    let p = platform(image, 1);
+    let out = tempfile::tempdir().unwrap();
+    let cdir = out.path().join("cl.keep");
+    let cfg = r#"{"ignition":{"version":"3.3.0"}}"#;
+
+    // Dropped without destroy: QEMU is killed, the overlay removed.
+    let cluster = p
+        .cluster(ClusterSpec {
+            name: "cl.keep".into(),
+            dir: cdir.clone(),
+        })
+        .unwrap();
+    let m = cluster
+        .boot(machine_spec(&cdir, "dropped", cfg, false))
+        .await
+        .unwrap();
+    let pid = m.pid();
+    assert!(alive(pid));
+    assert!(
+        m.keep().await.is_err(),
+        "a machine tied to bogie cannot be kept"
+    );
+    drop(m);
+    drop(cluster);
+    let t = Instant::now();
+    while alive(pid) && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(pid), "dropped machine's QEMU survived");
+    assert!(!cdir.join("dropped/disk.qcow2").exists());
+
+    // Kept: survives its cluster being destroyed and dropped; `down` ends it.
+    let cluster = p
+        .cluster(ClusterSpec {
+            name: "cl.keep".into(),
+            dir: cdir.clone(),
+        })
+        .unwrap();
+    let m = cluster
+        .boot(machine_spec(&cdir, "kept", cfg, true))
+        .await
+        .unwrap();
+    let kept = m.keep().await.unwrap();
+    assert_eq!(kept["platform"], "qemu");
+    assert_eq!(kept["pid"], m.pid());
+    assert_eq!(kept["ssh_port"], m.ssh_addr().port());
+    let pid = m.pid();
+    cluster.destroy().await.unwrap();
+    drop(m);
+    drop(cluster);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(pid), "kept machine died");
+    assert!(cdir.join("kept/disk.qcow2").exists());
+    // The kept machine's QMP socket is free for others.
+    let mut q = bogie_platform_qemu::qmp::Qmp::connect(
+        Path::new(kept["qmp"].as_str().unwrap()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        q.query_status(Duration::from_secs(5)).await.unwrap(),
+        "running"
+    );
+    drop(q);
+    let t = Instant::now();
+    assert!(down(&kept).unwrap());
+    eprintln!("TIMING down: {:.2}s", t.elapsed().as_secs_f64());
+    assert!(!alive(pid));
+    assert!(!cdir.join("kept/disk.qcow2").exists());
+    assert!(!down(&kept).unwrap(), "already gone");
+    assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
+}

@@ -1,0 +1,1 @@
+//! bogie: specstub (being written).
