@@ -7,10 +7,23 @@ use clap::{Args, Parser, Subcommand};
 /// bogie: boots container-OS images (Flatcar, Fedora CoreOS style) on QEMU, clouds and bare
 /// metal, runs kola's tests over SSH and writes JUnit, TAP, kola JSON and failure matrices.
 ///
-/// Exit codes: 0 every test that ran passed (flaky counts as passed unless
-/// --allow-flaky=false); 1 a test failed; 2 bad input (missing or wrong-arch image,
-/// malformed Ignition or denylist, unknown test or platform); 77 only warn-listed tests
-/// failed (denylist `warn`), as coreos-assembler does.
+/// kola's command lines work unchanged but for the program's name:
+/// `bogie run --board=amd64-usr --parallel=2 --platform=qemu --qemu-image=IMG --tapfile=F
+/// --image-version V 'cl.*'`.
+///
+/// Summary: every run ends with one line per failed or warned test (class, reason,
+/// artifacts) and the counts `N passed, N failed, N flaky, N skipped, N warned`; flaky
+/// tests (failed, then passed on a rerun) are counted apart from passes.
+///
+/// Exit codes:
+///   0   every test that ran passed (flaky counts as passed, with a warning, unless
+///       --allow-flaky=false);
+///   1   a test failed (or was flaky with --allow-flaky=false), or the run was interrupted;
+///   2   bad input: unknown flag, test, platform or flag of a platform not built in,
+///       missing or wrong-arch image, malformed denylist, Ignition or --sharding;
+///   77  only tests denylisted with `warn: true` failed (coreos-assembler's code).
+/// `bogie report merge` exits like the merged run; `bogie report diff` exits 1 when the new
+/// run has failures the baseline did not have.
 #[derive(Debug, Parser)]
 #[command(name = "bogie", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -73,6 +86,9 @@ pub struct Global {
     /// Don't fail tests on SELinux AVC denials.
     #[arg(long, global = true)]
     pub disable_selinux_avc_checks: bool,
+    /// More kola and coreos-assembler flags release pipelines pass.
+    #[command(flatten)]
+    pub compat: CompatArgs,
     /// More logging (-v info, -vv debug).
     #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -126,6 +142,14 @@ pub enum Command {
     List(ListArgs),
     /// Scan console logs for kernel panics, oopses, failed units, SELinux denials, ...
     CheckConsole(CheckConsoleArgs),
+    /// Work on finished runs' result files (any host): merge shards, matrix, diff.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// Boot machines from the image and log in to them (kola's spawn): prints a pasteable
+    /// ssh line per machine; `-t` leaves them running, `-s` opens a shell on the first.
+    Spawn(SpawnArgs),
+    /// Tear down the machines a run kept (`--keep-failed`, `--remove=false`, `spawn -t`).
+    Down(DownArgs),
 }
 
 /// `bogie run`.
@@ -158,6 +182,161 @@ pub struct RunArgs {
     /// coreos-assembler's spelling: rerun failed tests once.
     #[arg(long)]
     pub rerun: bool,
+    /// Whether a flaky test (failed, then passed on a rerun) passes the gate;
+    /// `--allow-flaky=false` makes it fail the run (exit 1).
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_flaky: bool,
+    /// Rerun a failure classed `harness` (boot never reached SSH, platform error, lost SSH)
+    /// once more, even with --retries 0.
+    #[arg(long)]
+    pub retry_harness_failures: bool,
+    /// coreos-assembler's denylist YAML (`pattern`, `tracker`, `arches`, `platforms`,
+    /// `streams`, `snooze`, `warn`); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub denylist: Vec<PathBuf>,
+    /// Denylist tests by glob (coreos-assembler's --denylist-test); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub denylist_test: Vec<String>,
+    /// Accepted for coreos-assembler compatibility: bogie always exits 77 when only
+    /// warn-listed tests failed.
+    #[arg(long)]
+    pub on_warn_failure_exit_77: bool,
+    /// Run only one shard of the selection: `hash:K/N` (stable hash of the test name, as
+    /// coreos-assembler) or `balanced:K/N` (by --durations). Other shards' tests are not
+    /// reported at all, so `bogie report merge` joins the shards without conflicts.
+    #[arg(long, value_name = "STRATEGY:K/N")]
+    pub sharding: Option<String>,
+    /// A previous run (output dir or report file): its durations order tests longest first
+    /// and balance `--sharding balanced:K/N`.
+    #[arg(long, value_name = "RUN")]
+    pub durations: Option<PathBuf>,
+    /// A previous run (output dir or report file) to compare with: the differences (new
+    /// failures, fixed, still failing) are printed at the end.
+    #[arg(long, value_name = "RUN")]
+    pub baseline: Option<PathBuf>,
+    /// Run tests tagged platform-independent on this platform too (otherwise qemu only).
+    #[arg(long)]
+    pub run_platform_independent: bool,
+}
+
+/// kola/coreos-assembler flags that Flatcar's CI scripts pass and bogie accepts with kola's
+/// meaning; those for tests bogie has not ported are accepted and otherwise unused.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CompatArgs {
+    /// coreos-assembler's stream (Flatcar: the channel); matched by denylist `streams`.
+    #[arg(long, global = true)]
+    pub stream: Option<String>,
+    /// Torcx manifest (kola; torcx tests end before 3760 and are not ported: unused).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub torcx_manifest: Option<PathBuf>,
+    /// Dev container image URL for the devcontainer.* tests (not ported yet: unused).
+    #[arg(long, global = true, value_name = "URL")]
+    pub devcontainer_url: Option<String>,
+    /// Dev container image file for the devcontainer.* tests (not ported yet: unused).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub devcontainer_file: Option<PathBuf>,
+    /// Binary package host for the devcontainer.* tests (not ported yet: unused).
+    #[arg(long, global = true, value_name = "URL")]
+    pub devcontainer_binhost_url: Option<String>,
+    /// Update payload for the cl.update.payload* tests (must exist when given).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub update_payload: Option<PathBuf>,
+    /// Use Flatcar's production update key (kola; accepted, unused).
+    #[arg(long, global = true)]
+    pub force_flatcar_key: bool,
+    /// Units to debug (kola's --debug-systemd-unit; kola itself ignores it: accepted).
+    #[arg(long, global = true, value_name = "UNIT")]
+    pub debug_systemd_unit: Vec<String>,
+}
+
+/// `bogie report`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Merge the output dirs of a run's shards into one run: reports/junit.xml,
+    /// reports/report.json, reports/results.jsonl, test.tap (and --tapfile) and the
+    /// matrix under --output. Exits like the merged run (0, 1 or 77).
+    Merge(ReportMergeArgs),
+    /// Per-arch failure matrix across runs: Markdown on stdout, or matrix.md, matrix.html
+    /// and matrix.json under --output.
+    Matrix(ReportMatrixArgs),
+    /// What changed from OLD to NEW: new failures, fixed, still failing, added and removed
+    /// tests. Exits 1 when NEW has failures OLD did not have.
+    Diff(ReportDiffArgs),
+}
+
+/// `bogie report merge`.
+#[derive(Debug, Args)]
+pub struct ReportMergeArgs {
+    /// Shard output dirs (or report files: results.jsonl, report.json, TAP, junit.xml).
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Where the merged run's reports go.
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Whether flaky tests pass the merged gate (as `run --allow-flaky`).
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_flaky: bool,
+}
+
+/// `bogie report matrix`.
+#[derive(Debug, Args)]
+pub struct ReportMatrixArgs {
+    /// Run output dirs or report files, e.g. one amd64 and one arm64 run.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Write matrix.md, matrix.html and matrix.json here instead of printing Markdown.
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+/// `bogie report diff`.
+#[derive(Debug, Args)]
+pub struct ReportDiffArgs {
+    /// The baseline run (output dir or report file).
+    #[arg(value_name = "OLD")]
+    pub old: PathBuf,
+    /// The new run.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Platforms kola has that this bogie does not build; their flags are refused in one line.
+pub const UNBUILT_PLATFORM_PREFIXES: &[&str] = &[
+    "akamai",
+    "brightbox",
+    "do",
+    "esx",
+    "hetzner",
+    "openstack",
+    "oraclecloud",
+    "scaleway",
+    "stackit",
+];
+
+/// If `args` carry a flag of a kola platform this bogie does not build (`--esx-ova-path`,
+/// `--do-region`, ...), the one-line error to print (exit 2).
+pub fn unbuilt_platform_flag<S: AsRef<str>>(args: &[S]) -> Option<String> {
+    for a in args.iter().map(AsRef::as_ref) {
+        if a == "--" {
+            break;
+        }
+        let Some(flag) = a.strip_prefix("--") else {
+            continue;
+        };
+        let name = flag.split('=').next().unwrap_or(flag);
+        if let Some(p) = UNBUILT_PLATFORM_PREFIXES
+            .iter()
+            .find(|p| name.starts_with(&format!("{p}-")))
+        {
+            return Some(format!(
+                "--{name}: platform {p} is not built into this bogie yet"
+            ));
+        }
+    }
+    None
 }
 
 /// `bogie list`.
@@ -179,6 +358,45 @@ pub struct CheckConsoleArgs {
     /// Console log files.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// `bogie spawn`: machines without a test, for a developer to look around in.
+///
+/// Without `-t` or `-s` the machines run until Ctrl-C, then are torn down. The ssh lines
+/// use the run's ephemeral key (`<output-dir>/ssh/id_ed25519`), never `~/.ssh`.
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// Number of machines.
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodecount: u16,
+    /// Config for the machines: Ignition JSON, or Butane YAML when the `butane` binary is
+    /// on the PATH. The run's SSH key is added to it.
+    #[arg(short = 'u', long, value_name = "FILE")]
+    pub userdata: Option<PathBuf>,
+    /// Open an interactive ssh session on the first machine (the system `ssh` client);
+    /// the machines are torn down when it ends, unless `-t` or `--remove=false`.
+    #[arg(short = 's', long)]
+    pub shell: bool,
+    /// Leave the machines running and exit: prints their ssh lines and the command that
+    /// tears them down (`bogie down <output-dir>`).
+    #[arg(short = 't', long)]
+    pub detach: bool,
+    /// Tear the machines down at the end; `--remove=false` keeps them (as `-t` does).
+    #[arg(short = 'r', long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub remove: bool,
+    /// Also authorize this SSH public key on every machine (repeatable; kola's --key).
+    /// A private key given here becomes the run's key instead of a fresh ephemeral one.
+    #[arg(long)]
+    pub key: Vec<PathBuf>,
+}
+
+/// `bogie down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The run's output directory (as printed by the run; `_kola_temp/qemu-latest` works).
+    /// Every machine kept under it (`kept.json`) is torn down.
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
 }
 
 /// Parses `10s`, `5m`, `2h`, `90` (seconds).

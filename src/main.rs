@@ -27,6 +27,13 @@ fn init_tracing(g: &cli::Global) {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if let Some(msg) = cli::unbuilt_platform_flag(&args[1..]) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(2);
+    }
     let cli = cli::Cli::parse();
     init_tracing(&cli.global);
     let rt = match tokio::runtime::Builder::new_multi_thread()

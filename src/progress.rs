@@ -22,6 +22,10 @@ pub struct Progress {
     flaky: usize,
     skipped: usize,
     durations: Vec<Duration>,
+    /// Start of each running test's current attempt.
+    running: HashMap<String, Instant>,
+    /// The most tests seen running at once (the run's effective parallelism).
+    max_running: usize,
 }
 
 struct Live {
@@ -42,7 +46,9 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
             let main = multi.add(ProgressBar::new(planned as u64));
             main.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} {msg}")
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} tests, {elapsed} elapsed: {msg}",
+                )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
@@ -57,7 +63,7 @@ impl Progress {
         if live.is_none() {
             println!("bogie: {planned} of {total} selected tests to run");
         }
-        Progress {
+        let p = Progress {
             live,
             start: Instant::now(),
             total,
@@ -68,17 +74,24 @@ impl Progress {
             flaky: 0,
             skipped: 0,
             durations: Vec::new(),
+            running: HashMap::new(),
+            max_running: 1,
+        };
+        if let Some(l) = &p.live {
+            l.main.set_message(p.totals());
         }
+        p
     }
 
     fn totals(&self) -> String {
-        let eta = if self.done_run > 0 && self.planned > self.done_run {
-            let avg: Duration = self.durations.iter().sum::<Duration>() / self.done_run as u32;
-            let left = avg * (self.planned - self.done_run) as u32;
-            format!(", ~{}s left", left.as_secs())
-        } else {
-            String::new()
-        };
+        let eta = estimate(
+            &self.durations,
+            self.planned.saturating_sub(self.done_run),
+            &self.running.values().map(Instant::elapsed).collect::<Vec<_>>(),
+            self.max_running,
+        )
+        .map(|left| format!(", ~{} left", fmt_duration(left)))
+        .unwrap_or_default();
         format!(
             "{} passed, {} failed, {} flaky, {} skipped{eta}",
             self.passed, self.failed, self.flaky, self.skipped
@@ -94,12 +107,14 @@ impl Progress {
                 } else {
                     "started".to_string()
                 };
+                self.running.insert(name.clone(), Instant::now());
+                self.max_running = self.max_running.max(self.running.len());
                 match &mut self.live {
                     Some(l) => {
                         let pb = l.multi.insert_before(&l.main, ProgressBar::new_spinner());
                         pb.set_style(
                             ProgressStyle::with_template(
-                                "  {spinner} {prefix:<40} {msg} {elapsed}",
+                                "  {spinner} {prefix:<40} {msg:<16} {elapsed:>4}",
                             )
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                         );
@@ -118,8 +133,16 @@ impl Progress {
                     if let Some(pb) = l.tests.get(name) {
                         pb.set_message(phase.as_str());
                     }
+                    l.main.set_message(self.totals());
                 }
-                None => println!("    {name}: {}", phase.as_str()),
+                None => {
+                    let secs = self
+                        .running
+                        .get(name)
+                        .map(|t| t.elapsed().as_secs())
+                        .unwrap_or(0);
+                    println!("    {name}: {} ({secs}s)", phase.as_str());
+                }
             },
             Event::Retrying { name, reason } => {
                 let line = format!("--- RETRY {name}: {reason}");
@@ -139,6 +162,7 @@ impl Progress {
             Status::Flaky => self.flaky += 1,
             Status::Skip => self.skipped += 1,
         }
+        self.running.remove(&r.name);
         let ran = !r.attempts.is_empty();
         if ran {
             self.done_run += 1;
@@ -162,6 +186,12 @@ impl Progress {
             None => {
                 if ran {
                     println!("{line}");
+                    println!(
+                        "    [{}/{} done in {}: {totals}]",
+                        self.done_run,
+                        self.planned,
+                        fmt_duration(self.start.elapsed())
+                    );
                 }
             }
         }
@@ -176,7 +206,36 @@ impl Progress {
             l.main.finish_and_clear();
         }
         let _ = self.total;
-        let _ = self.start;
+    }
+}
+
+/// How long the rest of the run takes: the tests left (`left`, including the running ones)
+/// at the mean duration of finished ones, `parallel` at a time, minus what the running ones
+/// have already spent. None before a test finished.
+pub fn estimate(
+    finished: &[Duration],
+    left: usize,
+    running: &[Duration],
+    parallel: usize,
+) -> Option<Duration> {
+    if finished.is_empty() || left == 0 {
+        return None;
+    }
+    let mean = finished.iter().sum::<Duration>() / finished.len() as u32;
+    let spent: Duration = running.iter().map(|d| (*d).min(mean)).sum();
+    let work = (mean * left as u32).saturating_sub(spent);
+    Some(work / parallel.clamp(1, left) as u32)
+}
+
+/// `42s`, `3m05s`, `1h02m`.
+pub fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
     }
 }
 
@@ -212,7 +271,7 @@ fn result_line(r: &TestResult) -> String {
 }
 
 /// Prints the final summary: counts, each failure with its class, reason and artifacts,
-/// kept machines and where the reports are.
+/// kept machines with their ssh lines and the teardown command, and where the reports are.
 pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
     let s = report.summary();
     println!();
@@ -221,8 +280,14 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
         .iter()
         .filter(|t| t.status == Status::Fail || t.status == Status::Warn)
     {
-        if let Some(f) = t.last_failure() {
-            println!("FAIL {} [{}] {}", t.name, f.class, f.message);
+        let word = if t.status == Status::Warn {
+            "WARN"
+        } else {
+            "FAIL"
+        };
+        match t.last_failure() {
+            Some(f) => println!("{word} {} [{}] {}", t.name, f.class, f.message),
+            None => println!("{word} {}", t.name),
         }
         if let Some(a) = t.attempts.last() {
             for m in &a.machines {
@@ -238,18 +303,27 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
             }
         }
     }
-    let kept: Vec<String> = report
+    let kept: Vec<(&str, &str, &str)> = report
         .tests
         .iter()
-        .flat_map(|t| t.attempts.iter().flat_map(|a| a.machines.iter()))
-        .filter_map(|m| m.kept_ssh.clone())
+        .flat_map(|t| {
+            t.attempts.iter().flat_map(move |a| {
+                a.machines
+                    .iter()
+                    .filter_map(move |m| Some((t.name.as_str(), m.id.as_str(), m.kept_ssh.as_deref()?)))
+            })
+        })
         .collect();
     if !kept.is_empty() {
         println!("kept machines (key {}):", key_path.display());
-        for k in &kept {
-            println!("    {k}");
+        for (test, id, ssh) in &kept {
+            println!("  {test} {id}:");
+            println!("    {ssh}");
         }
-        println!("tear them down with: bogie down {}", out.display());
+        println!(
+            "tear them down with: {}",
+            crate::commands::spawn::teardown_command(out)
+        );
     }
     println!(
         "{} passed, {} failed, {} flaky, {} skipped, {} warned",
@@ -259,4 +333,27 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
         "reports: {}",
         out.join("reports").join("junit.xml").display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_account_for_parallelism_and_running_tests() {
+        let m = Duration::from_secs;
+        assert_eq!(estimate(&[], 3, &[], 1), None);
+        assert_eq!(estimate(&[m(60)], 0, &[], 1), None);
+        // 4 tests left at 60s, 2 at a time.
+        assert_eq!(estimate(&[m(40), m(80)], 4, &[], 2), Some(m(120)));
+        // One left, already 45s into it.
+        assert_eq!(estimate(&[m(60)], 1, &[m(45)], 4), Some(m(15)));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(fmt_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(fmt_duration(Duration::from_secs(3720)), "1h02m");
+    }
 }

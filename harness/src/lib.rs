@@ -4,9 +4,11 @@
 //! A platform knows nothing of tests; a test knows nothing of platforms beyond what
 //! [`TestCluster`] offers.
 
+pub mod admission;
 pub mod arch;
 pub mod checks;
 pub mod cluster;
+pub mod denylist;
 pub mod ignition;
 pub mod image;
 pub mod platform;
@@ -14,6 +16,8 @@ pub mod registry;
 pub mod runner;
 pub mod schedule;
 pub mod select;
+pub mod shard;
+pub mod spawn;
 pub mod ssh;
 pub mod test;
 

@@ -1,5 +1,12 @@
-//! The scheduler: runs the planned tests on tokio, at most `parallel` at once, reruns
-//! failures, and streams every result as it finishes.
+//! The scheduler: runs the planned tests on tokio, at most `parallel` at once (and, with
+//! memory admission, only while the host has the memory their machines need), longest
+//! first when durations are known; reruns failures, and streams every result as it
+//! finishes.
+//!
+//! Reruns: a failed test is rerun on fresh machines up to `retries` times; one that fails
+//! and then passes is `flaky`. A failure classed `harness` gets one extra rerun with
+//! `retry_harness_failures`, even with `retries` 0. Warn-only tests (denylist `warn`) are
+//! not rerun, as in coreos-assembler: their failure is already expected.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,6 +15,7 @@ use std::time::Duration;
 use bogie_reports::{Status, TestResult};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::admission::Admission;
 use crate::cluster::Phase;
 use crate::runner::{run_attempt, AttemptContext};
 use crate::select::Selected;
@@ -54,6 +62,20 @@ pub struct ScheduleOptions {
     pub warn_only: HashSet<String>,
     /// Known durations from a previous run: longest first.
     pub durations: HashMap<String, Duration>,
+    /// Memory admission (`-j auto` on QEMU); None: `parallel` alone limits.
+    pub admission: Option<Arc<Admission>>,
+    /// Memory of one machine in MiB when neither the test nor the run says (admission).
+    pub default_memory_mb: u32,
+}
+
+/// Memory a test's machines need (MiB), for admission: its cluster size (at least one
+/// machine, also for tests that boot their own) times its memory per machine.
+pub fn memory_need_mib(t: &Test, run_memory_mb: Option<u32>, default_mb: u32) -> u64 {
+    let per = t
+        .min_memory_mb
+        .or(run_memory_mb)
+        .unwrap_or(if default_mb == 0 { 1024 } else { default_mb });
+    t.cluster_size.max(1) as u64 * u64::from(per)
 }
 
 /// Orders runnable tests: longest known duration first, then multi-machine tests, then by
@@ -96,23 +118,40 @@ pub async fn run_all(
     let ctx = Arc::new(ctx);
     let opts = Arc::new(opts);
     let mut set = tokio::task::JoinSet::new();
+    // Tests are admitted one by one in order, so longest-first holds under any limit.
     for t in runnable {
-        let sem = sem.clone();
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        let reservation = match &opts.admission {
+            Some(gate) if !ctx.cancel.is_cancelled() => {
+                let need = memory_need_mib(&t, ctx.memory_mb, opts.default_memory_mb);
+                gate.admit(need, &ctx.cancel).await
+            }
+            _ => None,
+        };
+        if ctx.cancel.is_cancelled() {
+            let mut r = TestResult::skipped(
+                &t.name,
+                &platform,
+                &arch,
+                "run interrupted before the test started",
+            );
+            r.tags = t.tags.clone();
+            let _ = events.send(Event::Finished(Box::new(r.clone())));
+            results.push(r);
+            continue;
+        }
         let ctx = ctx.clone();
         let opts = opts.clone();
         let events = events.clone();
         let platform = platform.clone();
         let arch = arch.clone();
         set.spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore never closes");
-            if ctx.cancel.is_cancelled() {
-                return TestResult::skipped(
-                    &t.name,
-                    &platform,
-                    &arch,
-                    "run interrupted before the test started",
-                );
-            }
+            let _permit = permit;
+            let _reservation = reservation;
             let r = run_test(&ctx, &t, &opts, &events, &platform, &arch).await;
             let _ = events.send(Event::Finished(Box::new(r.clone())));
             r
@@ -196,7 +235,7 @@ async fn run_test(
             .map(|f| f.message.clone())
             .unwrap_or_default();
         attempts.push(outcome.attempt);
-        if passed || ctx.cancel.is_cancelled() {
+        if passed || ctx.cancel.is_cancelled() || opts.warn_only.contains(&t.name) {
             break;
         }
         let retries_left = number <= opts.retries;

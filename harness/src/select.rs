@@ -1,13 +1,22 @@
 //! Selection: which registered tests a run plans and which it skips, each skip with its
 //! reason. Globs (`cl.*`) as kola matches them, platform/arch/distro/channel/offering lists,
-//! version ranges, tags and the image's capabilities.
+//! version ranges, tags (`--tag T`, `--tag '!T'`, `needs-internet` with `--no-net`,
+//! `platform-independent`), the image's capabilities, then the denylist. Sharding
+//! ([`crate::shard`]) applies to the result.
 
 use std::collections::BTreeSet;
 
 use globset::{GlobBuilder, GlobMatcher};
 
 use crate::arch::Arch;
+use crate::denylist::{Resolved, Verdict};
 use crate::test::{Test, Version};
+
+/// coreos-assembler's tag for tests that need the internet (skipped with `--no-net`).
+pub const NEEDS_INTERNET: &str = "needs-internet";
+/// coreos-assembler's tag for tests whose result does not depend on the platform: they run
+/// on qemu only, unless `--run-platform-independent`.
+pub const PLATFORM_INDEPENDENT: &str = "platform-independent";
 
 /// What the run is.
 #[derive(Debug, Clone)]
@@ -34,6 +43,10 @@ pub struct Filter {
     pub tags: Vec<String>,
     /// `--tag '!T'`: skip tests with any of these tags.
     pub exclude_tags: Vec<String>,
+    /// `--run-platform-independent`: run `platform-independent` tests on any platform.
+    pub run_platform_independent: bool,
+    /// The denylist entries that apply to this run (`--denylist`, `--denylist-test`).
+    pub denylist: Resolved,
 }
 
 /// A test's fate in this run.
@@ -115,7 +128,11 @@ pub fn select(tests: &[Test], f: &Filter) -> Result<Vec<Selected>, SelectError> 
         }
         // kola: naming a test exactly ignores its version range.
         let exact = hits.iter().any(|p| !is_glob(p));
-        match skip_reason(t, f, exact) {
+        let reason = skip_reason(t, f, exact).or_else(|| match f.denylist.verdict(&t.name) {
+            Some(Verdict::Skip(r)) => Some(r),
+            _ => None,
+        });
+        match reason {
             Some(r) => out.push(Selected::Skip(t.clone(), r)),
             None => out.push(Selected::Run(t.clone())),
         }
@@ -190,8 +207,17 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
             }
         }
     }
-    if f.no_net && t.has_tag("needs-internet") {
+    if f.no_net && t.has_tag(NEEDS_INTERNET) {
         return Some("needs-internet: --no-net was given".to_string());
+    }
+    if !f.run_platform_independent
+        && t.has_tag(PLATFORM_INDEPENDENT)
+        && !platform_matches("qemu", &f.platform)
+    {
+        return Some(format!(
+            "platform-independent: runs on qemu only (--run-platform-independent runs it on {})",
+            f.platform
+        ));
     }
     if let Some(tag) = f.exclude_tags.iter().find(|x| t.has_tag(x)) {
         return Some(format!("tag {tag} is excluded by --tag '!{tag}'"));
@@ -219,7 +245,7 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
 
 /// kola: tests listing `qemu` also run on `qemu-unpriv` and the reverse (bogie's qemu is
 /// unprivileged).
-fn platform_matches(listed: &str, platform: &str) -> bool {
+pub fn platform_matches(listed: &str, platform: &str) -> bool {
     listed == platform
         || (matches!(listed, "qemu" | "qemu-unpriv") && matches!(platform, "qemu" | "qemu-unpriv"))
 }
@@ -245,6 +271,8 @@ mod tests {
             no_net: true,
             tags: vec![],
             exclude_tags: vec![],
+            run_platform_independent: false,
+            denylist: Resolved::default(),
         }
     }
 
@@ -296,5 +324,68 @@ mod tests {
         let mut f = filter();
         f.patterns = vec!["c".into()];
         assert!(matches!(select(&tests, &f).unwrap()[0], Selected::Run(_)));
+    }
+
+    #[test]
+    fn tags_channels_offerings_and_versions() {
+        let tests = vec![
+            t("a").tags(&["smoke"]),
+            t("b").tags(&["slow"]),
+            t("c").channels(&["alpha", "beta"]),
+            t("d").channels(&["!stable"]),
+            t("e").offerings(&["pro"]),
+            t("f").end_version(Version::new(3760, 0, 0)),
+            t("g").distros(&["fcos"]),
+            t("h").tags(&[PLATFORM_INDEPENDENT]),
+        ];
+        let mut f = filter();
+        f.tags = vec!["smoke".into()];
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(s[0].1, None);
+        assert!(s[1].1.as_deref().unwrap().contains("none of the tags smoke"));
+        let mut f = filter();
+        f.exclude_tags = vec!["slow".into()];
+        f.channel = Some("stable".into());
+        f.offering = Some("basic".into());
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(s[0].1, None);
+        assert_eq!(s[1].1.as_deref(), Some("tag slow is excluded by --tag '!slow'"));
+        assert_eq!(s[2].1.as_deref(), Some("channel stable not in the test's channels"));
+        assert_eq!(s[3].1.as_deref(), Some("channel stable is excluded by the test"));
+        assert_eq!(s[4].1.as_deref(), Some("offering basic not in the test's offerings"));
+        assert!(s[5].1.as_deref().unwrap().contains("past the test's end version 3760.0.0"));
+        assert!(s[6].1.as_deref().unwrap().contains("distro cl not in"));
+        assert_eq!(s[7].1, None, "platform-independent runs on qemu");
+        f.platform = "aws".into();
+        let s = names(&select(&tests, &f).unwrap());
+        assert!(s[7].1.as_deref().unwrap().starts_with("platform-independent"));
+        f.run_platform_independent = true;
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(s[7].1, None);
+    }
+
+    #[test]
+    fn denylist_skips_after_the_tests_own_constraints() {
+        use crate::denylist::{DenyContext, Denylist};
+        let d = Denylist::parse(
+            "- pattern: 'x.*'\n  tracker: https://example.com/issues/7\n",
+            std::path::Path::new("d.yaml"),
+        )
+        .unwrap();
+        let tests = vec![t("x.one"), t("x.two").platforms(&["azure"]), t("y")];
+        let mut f = filter();
+        f.denylist = d.resolve(&DenyContext {
+            arch: Arch::Amd64,
+            platform: "qemu".into(),
+            stream: None,
+            now: chrono::Utc::now(),
+        });
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(
+            s[0].1.as_deref(),
+            Some("denylisted: https://example.com/issues/7")
+        );
+        assert!(s[1].1.as_deref().unwrap().contains("platform qemu not in"));
+        assert_eq!(s[2].1, None);
     }
 }

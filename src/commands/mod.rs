@@ -1,7 +1,9 @@
 //! Subcommand implementations, one module per subcommand; shared helpers here.
 
 pub mod check_console;
+pub mod down;
 pub mod list;
+pub mod spawn;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
         Command::Run(args) => run(&cli.global, args, &registry).await,
         Command::List(args) => list::list(&cli.global, args, &registry),
         Command::CheckConsole(args) => check_console::check_console(&cli.global, args),
+        Command::Spawn(args) => spawn::spawn(&cli.global, args).await,
+        Command::Down(args) => down::down(&cli.global, args),
     }
 }
 

@@ -385,3 +385,81 @@ async fn dropped_machines_die_and_kept_ones_survive_until_down() {
     assert!(!down(&kept).unwrap(), "already gone");
     assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
 }
+
+/// Firmware boot of a plain (blank) disk: UEFI starts from the pflash pair with this
+/// machine's own vars copy and tries the disk first. amd64 uses OVMF passed as
+/// `--qemu-firmware`/`--qemu-ovmf-vars` (SeaBIOS prints nothing on serial); arm64 uses the
+/// AAVMF defaults. Runs with the other end-to-end tests.
+#[tokio::test]
+async fn uefi_firmware_boots_a_plain_disk_with_a_per_machine_vars_copy() {
+    if image().is_none() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let out = tempfile::tempdir().unwrap();
+    let disk = out.path().join("blank.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cases = [
+        (
+            bogie_harness::Arch::Arm64,
+            None,
+            None,
+        ),
+        (
+            bogie_harness::Arch::Amd64,
+            Some(PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd")),
+            Some(PathBuf::from("/usr/share/OVMF/OVMF_VARS.fd")),
+        ),
+    ];
+    for (arch, firmware, vars) in cases {
+        let mut o = QemuOptions::new(ImageInfo::load(&disk).unwrap(), arch);
+        o.firmware = firmware;
+        o.ovmf_vars = vars;
+        o.cpus = 1;
+        let p = match QemuPlatform::new(o) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("skipped {arch}: {e}");
+                continue;
+            }
+        };
+        let cdir = out.path().join(format!("fw-{arch}"));
+        let cluster = p
+            .cluster(ClusterSpec {
+                name: "fw".into(),
+                dir: cdir.clone(),
+            })
+            .unwrap();
+        let start = Instant::now();
+        let m = cluster
+            .boot(machine_spec(&cdir, "m0", "", false))
+            .await
+            .unwrap();
+        let vars_copy = cdir.join("m0/efivars.fd");
+        assert!(vars_copy.exists());
+        loop {
+            let console = m.console_output().await.unwrap();
+            if console.contains("BdsDxe") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{arch}: no UEFI boot manager output:\n{console}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        eprintln!(
+            "TIMING {arch} UEFI boot manager reached in {:.1}s",
+            start.elapsed().as_secs_f64()
+        );
+        cluster.destroy().await.unwrap();
+        assert!(!vars_copy.exists() && !cdir.join("m0/disk.qcow2").exists());
+        assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
+    }
+}
