@@ -25,7 +25,14 @@ use clap::{Args, Parser, Subcommand};
 /// `bogie report merge` exits like the merged run; `bogie report diff` exits 1 when the new
 /// run has failures the baseline did not have.
 #[derive(Debug, Parser)]
-#[command(name = "bogie", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "bogie",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Options every subcommand accepts (kola's persistent flags).
     #[command(flatten)]
@@ -147,8 +154,10 @@ pub enum Command {
     Report(ReportCommand),
     /// Boot machines from the image and log in to them (kola's spawn): prints a pasteable
     /// ssh line per machine; `-t` leaves them running, `-s` opens a shell on the first.
+    #[command(after_help = SPAWN_EXAMPLES)]
     Spawn(SpawnArgs),
     /// Tear down the machines a run kept (`--keep-failed`, `--remove=false`, `spawn -t`).
+    #[command(after_help = DOWN_EXAMPLES)]
     Down(DownArgs),
 }
 
@@ -360,6 +369,23 @@ pub struct CheckConsoleArgs {
     pub files: Vec<PathBuf>,
 }
 
+const SPAWN_EXAMPLES: &str = "\
+Examples:
+  bogie spawn --qemu-image IMG -s              a shell on a fresh machine; gone when you exit
+  bogie spawn --qemu-image IMG -t -c 2         two machines left running; prints ssh lines
+  bogie spawn --qemu-image IMG -u config.ign   with your Ignition config (or Butane .bu)
+  bogie down _kola_temp/qemu-latest            tear down what -t left running
+
+Progress goes to stderr; ssh lines and the teardown command to stdout.";
+
+const DOWN_EXAMPLES: &str = "\
+Examples:
+  bogie down _kola_temp/qemu-latest
+  bogie down /tmp/out        # the --output-dir of a `run --keep-failed` or `spawn -t`
+
+Exit codes: 0 nothing is left running (also when nothing was kept), 1 a machine could not be
+torn down, 2 RUN_DIR does not exist.";
+
 /// `bogie spawn`: machines without a test, for a developer to look around in.
 ///
 /// Without `-t` or `-s` the machines run until Ctrl-C, then are torn down. The ssh lines
@@ -448,6 +474,84 @@ mod tests {
         let c = Cli::try_parse_from(["bogie", "--platform", "qemu", "run", "-r"]).unwrap();
         let Command::Run(r) = c.command else { panic!() };
         assert!(r.remove);
+    }
+
+    #[test]
+    fn flatcar_ci_flags_parse() {
+        // qemu_uefi.sh with every optional flag, plus kola_run's common options.
+        let c = Cli::try_parse_from([
+            "bogie",
+            "run",
+            "--board=arm64-usr",
+            "--parallel=20",
+            "--platform=qemu",
+            "--qemu-firmware=flatcar_production_qemu_uefi_efi_code.qcow2",
+            "--qemu-image=flatcar_production_image.bin",
+            "--tapfile=/w/results-run-1.tap",
+            "--qemu-ovmf-vars=flatcar_production_qemu_uefi_efi_vars.qcow2",
+            "--qemu-skip-mangle",
+            "--devcontainer-url",
+            "http://bincache/dev.bin",
+            "--devcontainer-binhost-url",
+            "http://bincache/pkgs",
+            "--enable-secureboot",
+            "--image-version",
+            "4799.0.0+nightly-20261120-2100",
+            "--torcx-manifest=/w/torcx_manifest.json",
+            "--channel=alpha",
+            "--basename=ci-4799-0-0-arm64",
+            "--offering=basic",
+            "--update-payload=tmp/flatcar_test_update.gz",
+            "cl.basic",
+            "cl.internet",
+        ])
+        .unwrap();
+        assert_eq!(c.global.parallel, "20");
+        assert!(c.global.qemu.qemu_skip_mangle && c.global.enable_secureboot);
+        assert_eq!(
+            c.global.compat.devcontainer_url.as_deref(),
+            Some("http://bincache/dev.bin")
+        );
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.patterns, vec!["cl.basic", "cl.internet"]);
+        assert!(r.allow_flaky);
+        // coreos-assembler's spellings.
+        let c = Cli::try_parse_from([
+            "bogie",
+            "run",
+            "--arch",
+            "x86_64",
+            "-j",
+            "auto",
+            "--rerun",
+            "--tag",
+            "!slow",
+            "--no-net",
+            "--denylist-test",
+            "cl.etcd*",
+            "--sharding",
+            "hash:1/3",
+            "--stream",
+            "stable",
+            "--on-warn-failure-exit-77",
+            "--allow-flaky=false",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert!(r.rerun && r.no_net && !r.allow_flaky);
+        assert_eq!(r.sharding.as_deref(), Some("hash:1/3"));
+    }
+
+    #[test]
+    fn flags_of_unbuilt_platforms_are_named() {
+        let m = unbuilt_platform_flag(&["run", "--esx-ova-path=/x.ova", "cl.basic"]).unwrap();
+        assert_eq!(
+            m,
+            "--esx-ova-path: platform esx is not built into this bogie yet"
+        );
+        assert!(unbuilt_platform_flag(&["run", "--do-region", "nyc3"]).is_some());
+        assert!(unbuilt_platform_flag(&["run", "--aws-ami=ami-1", "--docker"]).is_none());
+        assert!(unbuilt_platform_flag(&["run", "--", "--esx-x"]).is_none());
     }
 
     #[test]

@@ -49,8 +49,8 @@ impl Progress {
                 ProgressStyle::with_template(
                     "{prefix:.bold} [{bar:30}] {pos}/{len} tests, {elapsed} elapsed: {msg}",
                 )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             main.set_prefix("bogie");
             main.enable_steady_tick(Duration::from_millis(500));
@@ -87,7 +87,11 @@ impl Progress {
         let eta = estimate(
             &self.durations,
             self.planned.saturating_sub(self.done_run),
-            &self.running.values().map(Instant::elapsed).collect::<Vec<_>>(),
+            &self
+                .running
+                .values()
+                .map(Instant::elapsed)
+                .collect::<Vec<_>>(),
             self.max_running,
         )
         .map(|left| format!(", ~{} left", fmt_duration(left)))
@@ -308,9 +312,9 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
         .iter()
         .flat_map(|t| {
             t.attempts.iter().flat_map(move |a| {
-                a.machines
-                    .iter()
-                    .filter_map(move |m| Some((t.name.as_str(), m.id.as_str(), m.kept_ssh.as_deref()?)))
+                a.machines.iter().filter_map(move |m| {
+                    Some((t.name.as_str(), m.id.as_str(), m.kept_ssh.as_deref()?))
+                })
             })
         })
         .collect();

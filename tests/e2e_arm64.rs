@@ -26,7 +26,16 @@ fn arm64_image() -> PathBuf {
 
 fn run(board: &str, image: &PathBuf, out: &PathBuf) -> i32 {
     bogie()
-        .args(["run", "-p", "qemu", "-j", "2", "--board", board, "--qemu-image"])
+        .args([
+            "run",
+            "-p",
+            "qemu",
+            "-j",
+            "2",
+            "--board",
+            board,
+            "--qemu-image",
+        ])
         .arg(image)
         .arg("--output-dir")
         .arg(out)
@@ -43,8 +52,13 @@ fn arm64_runs_and_the_matrix_compares_arches() {
     let _g = serial();
     let d = tempfile::tempdir().unwrap();
     let arm = d.path().join("arm64");
-    assert_eq!(run("arm64-usr", &arm64_image(), &arm), 0, "arm64 run failed");
-    let report = bogie_reports::jsonl::read_results_jsonl(arm.join("reports/results.jsonl")).unwrap();
+    assert_eq!(
+        run("arm64-usr", &arm64_image(), &arm),
+        0,
+        "arm64 run failed"
+    );
+    let report =
+        bogie_reports::jsonl::read_results_jsonl(arm.join("reports/results.jsonl")).unwrap();
     assert_eq!(report.info.arch, "arm64");
     for t in TESTS {
         let r = report.tests.iter().find(|r| r.name == *t).unwrap();

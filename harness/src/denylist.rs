@@ -114,13 +114,14 @@ pub struct Resolved {
     pub skip_console_warnings: bool,
 }
 
+/// The first line of a YAML error (the rest is a source excerpt), without its `error: `.
 fn one_line(s: &str) -> String {
-    let lines: Vec<&str> = s
+    let first = s
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| "|^-=~ ".contains(c)))
-        .collect();
-    lines.join(" ")
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 fn parse_date(s: &str) -> Option<NaiveDate> {
@@ -150,8 +151,8 @@ impl Denylist {
         if is_blank {
             return Ok(Denylist::default());
         }
-        let entries: Option<Vec<Entry>> = serde_saphyr::from_str(text)
-            .map_err(|e| err(format!("not a list of denylist entries: {}", one_line(&e.to_string()))))?;
+        let entries: Option<Vec<Entry>> =
+            serde_saphyr::from_str(text).map_err(|e| err(one_line(&e.to_string())))?;
         let entries = entries.unwrap_or_default();
         for (i, e) in entries.iter().enumerate() {
             let at = format!("entry {} ({:?})", i + 1, e.pattern);
@@ -373,11 +374,14 @@ mod tests {
         for (text, want) in [
             ("- pattern: x\n  snoze: 2026-01-01\n", "snoze"),
             ("- pattern: x\n  snooze: tomorrow\n", "not a date"),
-            ("pattern: x\n", "not a list"),
+            ("pattern: x\n", "expected sequence"),
             ("- pattern: 'cl.[basic'\n", "invalid test pattern"),
-            ("- tracker: x\n", "pattern"),
-            ("- pattern: x\n  warn: maybe\n", "not a list"),
-            ("- [unclosed\n", "not a list"),
+            ("- tracker: x\n", "missing field `pattern`"),
+            (
+                "- pattern: x\n  warn: maybe\n",
+                "line 2 column 9: invalid boolean",
+            ),
+            ("- [unclosed\n", "unclosed bracket"),
         ] {
             let e = Denylist::parse(text, Path::new("/tmp/deny.yaml")).unwrap_err();
             let msg = e.to_string();

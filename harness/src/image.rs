@@ -143,6 +143,15 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "cloudinit",
 ];
 
+/// `p` made absolute against `dir`.
+fn absolute(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
 impl ImageInfo {
     /// Reads the image argument: a manifest JSON (`manifest.json`) or a plain disk image.
     pub fn load(path: &Path) -> Result<ImageInfo, ImageError> {
@@ -173,16 +182,9 @@ impl ImageInfo {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        let abs = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                dir.join(p)
-            }
-        };
-        m.disk = abs(&m.disk);
-        m.kernel = m.kernel.as_deref().map(abs);
-        m.initrd = m.initrd.as_deref().map(abs);
+        m.disk = absolute(&dir, &m.disk);
+        m.kernel = m.kernel.as_deref().map(|p| absolute(&dir, p));
+        m.initrd = m.initrd.as_deref().map(|p| absolute(&dir, p));
         for f in std::iter::once(&m.disk)
             .chain(m.kernel.iter())
             .chain(m.initrd.iter())

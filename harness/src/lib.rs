@@ -16,6 +16,7 @@ pub mod registry;
 pub mod runner;
 pub mod schedule;
 pub mod select;
+pub mod serve;
 pub mod shard;
 pub mod spawn;
 pub mod ssh;

@@ -446,13 +446,15 @@ pub async fn run_attempt(
 
     // Tear down or keep.
     cancel.cancel();
-    (state.phase)(Phase::Destroying);
     let passed = failure.is_none();
     let keep = match ctx.keep {
         KeepPolicy::All => true,
         KeepPolicy::Failed => !passed && skipped.is_none(),
         KeepPolicy::None => false,
     };
+    if !keep {
+        (state.phase)(Phase::Destroying);
+    }
     let mut kept = 0;
     if keep {
         for (m, a) in machines.iter().zip(artifacts.iter_mut()) {

@@ -342,23 +342,47 @@ mod tests {
         f.tags = vec!["smoke".into()];
         let s = names(&select(&tests, &f).unwrap());
         assert_eq!(s[0].1, None);
-        assert!(s[1].1.as_deref().unwrap().contains("none of the tags smoke"));
+        assert!(s[1]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("none of the tags smoke"));
         let mut f = filter();
         f.exclude_tags = vec!["slow".into()];
         f.channel = Some("stable".into());
         f.offering = Some("basic".into());
         let s = names(&select(&tests, &f).unwrap());
         assert_eq!(s[0].1, None);
-        assert_eq!(s[1].1.as_deref(), Some("tag slow is excluded by --tag '!slow'"));
-        assert_eq!(s[2].1.as_deref(), Some("channel stable not in the test's channels"));
-        assert_eq!(s[3].1.as_deref(), Some("channel stable is excluded by the test"));
-        assert_eq!(s[4].1.as_deref(), Some("offering basic not in the test's offerings"));
-        assert!(s[5].1.as_deref().unwrap().contains("past the test's end version 3760.0.0"));
+        assert_eq!(
+            s[1].1.as_deref(),
+            Some("tag slow is excluded by --tag '!slow'")
+        );
+        assert_eq!(
+            s[2].1.as_deref(),
+            Some("channel stable not in the test's channels")
+        );
+        assert_eq!(
+            s[3].1.as_deref(),
+            Some("channel stable is excluded by the test")
+        );
+        assert_eq!(
+            s[4].1.as_deref(),
+            Some("offering basic not in the test's offerings")
+        );
+        assert!(s[5]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("past the test's end version 3760.0.0"));
         assert!(s[6].1.as_deref().unwrap().contains("distro cl not in"));
         assert_eq!(s[7].1, None, "platform-independent runs on qemu");
         f.platform = "aws".into();
         let s = names(&select(&tests, &f).unwrap());
-        assert!(s[7].1.as_deref().unwrap().starts_with("platform-independent"));
+        assert!(s[7]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("platform-independent"));
         f.run_platform_independent = true;
         let s = names(&select(&tests, &f).unwrap());
         assert_eq!(s[7].1, None);

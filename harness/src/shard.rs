@@ -108,7 +108,10 @@ pub fn hash_shard(name: &str, total: u32) -> u32 {
 
 /// Greedy longest-first bin packing: the shard (1-based) of every item, by name.
 /// `items` are (name, cost); `None` costs the median of the known costs (1 s if none).
-pub fn balanced_assignment(items: &[(String, Option<Duration>)], total: u32) -> HashMap<String, u32> {
+pub fn balanced_assignment(
+    items: &[(String, Option<Duration>)],
+    total: u32,
+) -> HashMap<String, u32> {
     let total = total.max(1) as usize;
     let mut known: Vec<Duration> = items.iter().filter_map(|(_, d)| *d).collect();
     known.sort();
@@ -177,7 +180,9 @@ mod tests {
         let s: Sharding = "balanced:1/4".parse().unwrap();
         assert_eq!(s.strategy, Strategy::Balanced);
         assert_eq!("3/3".parse::<Sharding>().unwrap().to_string(), "hash:3/3");
-        for bad in ["hash:0/3", "hash:4/3", "hash:1/0", "hash:x/3", "rr:1/2", "hash:1"] {
+        for bad in [
+            "hash:0/3", "hash:4/3", "hash:1/0", "hash:x/3", "rr:1/2", "hash:1",
+        ] {
             let e = bad.parse::<Sharding>().unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
@@ -229,7 +234,14 @@ mod tests {
         // a(10)->1, b(9)->2, c(6)->2 (15), f(6)->1 (16), d(5)->2 (20), e(4)->1 (20)
         let shard = |n: &str| a[n];
         assert_eq!(
-            [shard("a"), shard("b"), shard("c"), shard("f"), shard("d"), shard("e")],
+            [
+                shard("a"),
+                shard("b"),
+                shard("c"),
+                shard("f"),
+                shard("d"),
+                shard("e")
+            ],
             [1, 2, 2, 1, 2, 1]
         );
     }

@@ -71,35 +71,47 @@ pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "{:<44} {:<18} {:<12} {:>2}  {}",
-            "Test Name", "Platforms", "Arches", "N", "Requires"
-        );
-        for t in tests {
-            let mut plats: Vec<String> = t.platforms.clone();
-            plats.extend(t.exclude_platforms.iter().map(|p| format!("!{p}")));
-            let plats = if plats.is_empty() {
-                "all".into()
-            } else {
-                plats.join(",")
-            };
-            let mut arches: Vec<String> = t.architectures.iter().map(|a| a.to_string()).collect();
-            arches.extend(t.exclude_architectures.iter().map(|a| format!("!{a}")));
-            let arches = if arches.is_empty() {
-                "all".into()
-            } else {
-                arches.join(",")
-            };
-            let mut req = t.requires.clone();
-            req.extend(t.tags.iter().map(|t| format!("#{t}")));
-            println!(
-                "{:<44} {:<18} {:<12} {:>2}  {}",
-                t.name,
-                plats,
-                arches,
-                t.cluster_size,
-                req.join(" ")
+        let rows: Vec<[String; 5]> = tests
+            .iter()
+            .map(|t| {
+                let mut plats: Vec<String> = t.platforms.clone();
+                plats.extend(t.exclude_platforms.iter().map(|p| format!("!{p}")));
+                let mut arches: Vec<String> =
+                    t.architectures.iter().map(|a| a.to_string()).collect();
+                arches.extend(t.exclude_architectures.iter().map(|a| format!("!{a}")));
+                let mut req = t.requires.clone();
+                req.extend(t.tags.iter().map(|t| format!("#{t}")));
+                let or_all = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "all".to_string()
+                    } else {
+                        v.join(",")
+                    }
+                };
+                [
+                    t.name.clone(),
+                    or_all(plats),
+                    or_all(arches),
+                    t.cluster_size.to_string(),
+                    req.join(" "),
+                ]
+            })
+            .collect();
+        let header = ["Test Name", "Platforms", "Arches", "N", "Requires"].map(String::from);
+        let width = |i: usize| {
+            std::iter::once(&header)
+                .chain(rows.iter())
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+        for r in std::iter::once(&header).chain(rows.iter()) {
+            let line = format!(
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {}",
+                r[0], r[1], r[2], r[3], r[4]
             );
+            println!("{}", line.trim_end());
         }
     }
     Ok(0)

@@ -2,7 +2,9 @@
 
 pub mod check_console;
 pub mod down;
+pub mod gating;
 pub mod list;
+pub mod report;
 pub mod spawn;
 
 use std::collections::BTreeSet;
@@ -37,6 +39,7 @@ pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
         Command::CheckConsole(args) => check_console::check_console(&cli.global, args),
         Command::Spawn(args) => spawn::spawn(&cli.global, args).await,
         Command::Down(args) => down::down(&cli.global, args),
+        Command::Report(cmd) => report::report(&cli.global, cmd),
     }
 }
 
@@ -217,6 +220,9 @@ pub(crate) fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<P
     Ok(std::fs::canonicalize(&out).unwrap_or(out))
 }
 
+/// The selection filter from kola's flags (denylist and platform-independent are set by
+/// the caller).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn filter_for(
     g: &Global,
     platform: &str,
@@ -244,6 +250,8 @@ pub(crate) fn filter_for(
             .into_iter()
             .map(|t| t.trim_start_matches('!').to_string())
             .collect(),
+        run_platform_independent: false,
+        denylist: Default::default(),
     }
 }
 
@@ -259,6 +267,12 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         ))
     })?;
     resolve_arch(g, None)?; // flag errors first, before looking at the image
+    let gating = gating::GatingInputs::load(&args)?;
+    let g = &if platform_name == "qemu" {
+        gating::check_files(g)?
+    } else {
+        g.clone()
+    };
     let image = load_image(g)?;
     let arch = resolve_arch(g, Some(&image))?;
     let version = image_version(g, Some(&image))?;
@@ -266,7 +280,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     let platform = make_platform(g, &platform_name, &image, arch, par)?;
     let mut provides = image.provides.clone();
     provides.extend(platform.capabilities());
-    let filter = filter_for(
+    let mut filter = filter_for(
         g,
         &platform_name,
         arch,
@@ -276,7 +290,9 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         &args.tags,
         args.no_net,
     );
-    let selected = select(registry.tests(), &filter).map_err(|e| input_error(e.to_string()))?;
+    filter.run_platform_independent = args.run_platform_independent;
+    filter.denylist = gating.resolve_denylist(g, arch, &platform_name);
+    let mut selected = select(registry.tests(), &filter).map_err(|e| input_error(e.to_string()))?;
 
     let (key, extra_keys) = keys(&args.key)?;
     let out = prepare_output_dir(g, &platform_name)?;
@@ -284,7 +300,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     std::fs::create_dir_all(out.join("ssh"))?;
     key.write(&key_path)?;
 
-    let info = RunInfo {
+    let mut info = RunInfo {
         id: format!("{:016x}", rand_id()),
         platform: platform_name.clone(),
         arch: arch.as_str().to_string(),
@@ -298,12 +314,10 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         distro: g.distro.clone(),
         channel: g.channel.clone().unwrap_or_default(),
         image: image.path.display().to_string(),
-        shard: None,
+        shard: gating.sharding.map(|s| s.to_string()),
         cmdline: std::env::args().collect(),
         started: chrono::Utc::now(),
     };
-    let sink =
-        bogie_reports::jsonl::ResultsSink::create(&out, &info).context("creating results.jsonl")?;
 
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
@@ -315,7 +329,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     } else {
         KeepPolicy::None
     };
-    let ctx = AttemptContext {
+    let mut ctx = AttemptContext {
         platform: platform.clone(),
         key: key.clone(),
         key_path: key_path.clone(),
@@ -342,10 +356,34 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         cancel: cancel.clone(),
         extra_keys,
     };
+    // kola: with no version from the flags or the manifest, read it from a booted machine,
+    // when a test's version range would matter.
+    if version.is_none()
+        && selected.iter().any(
+            |s| matches!(s, Selected::Run(t) if t.min_version.is_some() || t.end_version.is_some()),
+        )
+    {
+        let v = gating::probe_version(&ctx).await?;
+        eprintln!("image version {v} (from /etc/os-release of a booted machine)");
+        ctx.env.version = Some(v);
+        info.version = v.to_string();
+        filter.version = Some(v);
+        selected = select(registry.tests(), &filter).map_err(|e| input_error(e.to_string()))?;
+    }
+    if let Some(s) = &gating.sharding {
+        selected = bogie_harness::shard::apply(selected, s, &gating.durations);
+    }
+    let sink =
+        bogie_reports::jsonl::ResultsSink::create(&out, &info).context("creating results.jsonl")?;
     let opts = ScheduleOptions {
         parallel: par,
         retries: args.retries.max(u32::from(args.rerun)),
-        ..Default::default()
+        retry_harness_failures: args.retry_harness_failures,
+        warn_only: gating::warn_only(&selected, &filter.denylist),
+        durations: gating.durations.clone(),
+        admission: (g.parallel == "auto" && platform_name == "qemu")
+            .then(bogie_harness::admission::Admission::from_proc_meminfo),
+        default_memory_mb: 1024,
     };
     let planned = selected
         .iter()
@@ -373,6 +411,14 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     report.tests.sort_by(|a, b| a.name.cmp(&b.name));
     write_reports(&report, &out, g.tapfile.as_deref())?;
     crate::progress::print_summary(&report, &out, &key_path);
+    gating::print_flaky_note(&report, args.allow_flaky);
+    if let Some(old) = &gating.baseline {
+        println!();
+        print!(
+            "{}",
+            bogie_reports::diff::diff_runs(old, &report).render_text()
+        );
+    }
     if cancel.is_cancelled() {
         eprintln!(
             "interrupted: results of finished tests are in {}",
@@ -380,7 +426,7 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         );
         return Ok(1);
     }
-    Ok(exit_code(&report))
+    Ok(gate(&report, args.allow_flaky))
 }
 
 /// The run's key pair and extra public keys from `--key` files: public keys are added to
@@ -414,16 +460,11 @@ pub(crate) fn keys(files: &[PathBuf]) -> anyhow::Result<(SshKey, Vec<String>)> {
     Ok((run_key.unwrap_or_else(SshKey::generate), extra))
 }
 
-/// The exit code of a finished run.
+pub use gating::gate;
+
+/// The exit code of a finished run with flaky tests allowed: 0, 1 or 77 (see [`gate`]).
 pub fn exit_code(report: &RunReport) -> u8 {
-    let s = report.summary();
-    if s.failed > 0 {
-        1
-    } else if s.warned > 0 {
-        77
-    } else {
-        0
-    }
+    gate(report, true)
 }
 
 pub(crate) fn write_reports(

@@ -14,8 +14,7 @@ use bogie_harness::{Config, Phase, TestEnv, TestMachine};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    image_version, keys, load_image, make_platform, platform_name, prepare_output_dir,
-    resolve_arch,
+    image_version, keys, load_image, make_platform, platform_name, prepare_output_dir, resolve_arch,
 };
 use crate::cli::{self, Global, SpawnArgs};
 use crate::input_error;
@@ -83,6 +82,11 @@ pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
         "bogie spawn: booting {count} machine{plural} from {} in {}",
         image.path.display(),
         out.display()
+    );
+    eprintln!(
+        "bogie spawn: consoles: {}/{}/<machine>/console.txt",
+        out.display(),
+        bogie_harness::spawn::SPAWN_DIR
     );
     let started = Instant::now();
     let seen = Mutex::new(Vec::<Phase>::new());
@@ -302,7 +306,8 @@ pub(crate) fn load_userdata(path: &Path) -> anyhow::Result<Config> {
     } else {
         butane(path)?
     };
-    let config = Config::from_json(&json).map_err(|e| input_error(format!("--userdata {shown}: {e}")))?;
+    let config =
+        Config::from_json(&json).map_err(|e| input_error(format!("--userdata {shown}: {e}")))?;
     let version = config.version().to_string();
     let major = version.split('.').next().unwrap_or("");
     if major != "2" && major != "3" {
@@ -340,7 +345,11 @@ fn validate(validator: &Path, json: &str) -> Result<(), String> {
     if out.status.success() {
         return Ok(());
     }
-    Err(first_line(&out.stdout, &out.stderr, "invalid Ignition config"))
+    Err(first_line(
+        &out.stdout,
+        &out.stderr,
+        "invalid Ignition config",
+    ))
 }
 
 fn first_line(stdout: &[u8], stderr: &[u8], default: &str) -> String {

@@ -112,6 +112,8 @@ pub struct ClientOptions {
     pub credentials_file: Option<PathBuf>,
     /// Endpoint override.
     pub endpoint_url: Option<String>,
+    /// Explicit credentials instead of the SDK's chain (tools, emulators).
+    pub credentials: Option<aws_credential_types::Credentials>,
 }
 
 /// Loads the SDK configuration: bogie's rustls (ring) HTTP client, the region, profile and
@@ -144,6 +146,9 @@ pub async fn sdk_config(o: &ClientOptions) -> aws_config::SdkConfig {
     }
     if let Some(u) = &o.endpoint_url {
         loader = loader.endpoint_url(u);
+    }
+    if let Some(c) = &o.credentials {
+        loader = loader.credentials_provider(c.clone());
     }
     let mut conf = loader.load().await;
     let region = o
@@ -267,6 +272,7 @@ impl AwsPlatform {
             profile: opts.profile.clone(),
             credentials_file: opts.credentials_file.clone(),
             endpoint_url: opts.endpoint_url.clone(),
+            credentials: None,
         })
         .await;
         Self::with_client(client, opts).await

@@ -132,7 +132,12 @@ async fn wait_ready(m: &QemuMachine, key: &Key, since: Instant) -> (Duration, Du
             m.id(),
             m.console_output().await.unwrap()
         );
-        if let Some((_, state)) = ssh(key, port, "systemctl is-system-running").await {
+        // ssh exits 255 on its own errors; any other code means the command ran.
+        if let Some((code, state)) = ssh(key, port, "systemctl is-system-running").await {
+            if code == 255 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             let t = *first_login.get_or_insert_with(|| since.elapsed());
             if state == "running" || state == "degraded" {
                 if state == "degraded" {
@@ -268,8 +273,8 @@ async fn two_machines_reach_each_other_on_the_private_network() {
                 "{} not ready",
                 m.id()
             );
-            if let Some((_, s)) = ssh(&key, port, "systemctl is-system-running").await {
-                if s == "running" || s == "degraded" {
+            if let Some((code, s)) = ssh(&key, port, "systemctl is-system-running").await {
+                if code != 255 && (s == "running" || s == "degraded") {
                     break;
                 }
             }
@@ -406,11 +411,7 @@ async fn uefi_firmware_boots_a_plain_disk_with_a_per_machine_vars_copy() {
         .unwrap();
     assert!(st.success());
     let cases = [
-        (
-            bogie_harness::Arch::Arm64,
-            None,
-            None,
-        ),
+        (bogie_harness::Arch::Arm64, None, None),
         (
             bogie_harness::Arch::Amd64,
             Some(PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd")),
@@ -462,4 +463,82 @@ async fn uefi_firmware_boots_a_plain_disk_with_a_per_machine_vars_copy() {
         assert!(!vars_copy.exists() && !cdir.join("m0/disk.qcow2").exists());
         assert!(qemu_processes(cdir.to_str().unwrap()).is_empty());
     }
+}
+
+/// SIGKILL of the bogie process takes its QEMUs with it, except machines that may outlive
+/// the run. The test re-runs itself as a child process that boots two machines (one tied,
+/// one `may_outlive`), prints their pids and sleeps; the parent kills it with SIGKILL.
+#[tokio::test]
+async fn killing_bogie_kills_its_qemus_but_not_kept_ones() {
+    let Some(image) = image() else { return };
+    if let Some(dir) = std::env::var_os("BOGIE_E2E_CHILD_DIR") {
+        let dir = PathBuf::from(dir);
+        let p = platform(image, 2);
+        let cluster = p
+            .cluster(ClusterSpec {
+                name: "cl.child".into(),
+                dir: dir.clone(),
+            })
+            .unwrap();
+        let cfg = r#"{"ignition":{"version":"3.3.0"}}"#;
+        let tied = cluster
+            .boot(machine_spec(&dir, "tied", cfg, false))
+            .await
+            .unwrap();
+        let kept = cluster
+            .boot(machine_spec(&dir, "kept", cfg, true))
+            .await
+            .unwrap();
+        let json = kept.keep().await.unwrap();
+        println!("BOGIE-CHILD {} {}", tied.pid(), json);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let out = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "killing_bogie_kills_its_qemus_but_not_kept_ones",
+            "--nocapture",
+        ])
+        .env("BOGIE_E2E_CHILD_DIR", out.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(rest) = l.strip_prefix("BOGIE-CHILD ") {
+                return rest.to_string();
+            }
+        }
+        panic!("child exited without booting");
+    })
+    .await
+    .expect("child boots in time");
+    let (tied_pid, kept) = line.split_once(' ').unwrap();
+    let tied_pid: u32 = tied_pid.parse().unwrap();
+    let kept: serde_json::Value = serde_json::from_str(kept).unwrap();
+    let kept_pid = kept["pid"].as_u64().unwrap() as u32;
+    assert!(alive(tied_pid) && alive(kept_pid));
+
+    child.start_kill().unwrap(); // SIGKILL: no destructors, no destroy.
+    child.wait().await.unwrap();
+    let t = Instant::now();
+    while alive(tied_pid) && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(tied_pid), "tied QEMU survived bogie's SIGKILL");
+    eprintln!(
+        "TIMING tied QEMU gone {:.2}s after SIGKILL",
+        t.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alive(kept_pid), "kept QEMU died with bogie");
+    assert!(down(&kept).unwrap());
+    assert!(!alive(kept_pid));
+    assert!(qemu_processes(out.path().to_str().unwrap()).is_empty());
 }

@@ -1,0 +1,224 @@
+//! Test support: a moto EC2/S3 emulator on a loopback port, and the real `bogie` binary.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{ArchitectureValues, InstanceStateName, ResourceType, Tag, TagSpecification};
+use bogie_platform_common::tags::{TAG_BASENAME, TAG_CREATED, TAG_RUN};
+
+/// The workspace's root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `target/<profile>` of the running test binary, and the profile's name.
+pub fn profile_dir() -> (PathBuf, String) {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    (dir, name)
+}
+
+/// Installs `moto[server]` into `target/moto-venv` once (under a file lock, so parallel
+/// test binaries share one install); returns the `moto_server` path.
+pub fn moto_server() -> PathBuf {
+    let target = workspace().join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    let venv = target.join("moto-venv");
+    let server = venv.join("bin/moto_server");
+    let lock = std::fs::File::create(target.join("moto-venv.lock")).unwrap();
+    lock.lock().unwrap();
+    if !server.is_file() {
+        eprintln!("installing moto[server] into {} (PyPI)", venv.display());
+        let ok = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "python3 -m venv failed (Debian: apt-get install python3-venv)");
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "moto[server]"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "pip install moto[server] failed");
+    }
+    lock.unlock().unwrap();
+    server
+}
+
+/// A moto server on 127.0.0.1; killed when dropped.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl Moto {
+    /// Starts one (installing moto first if needed) and waits until it answers.
+    pub fn start() -> Moto {
+        let server = moto_server();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = workspace().join(format!("target/moto-{port}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("starting moto_server");
+        let mut m = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET /moto-api/ HTTP/1.0\r\n\r\n");
+                break;
+            }
+            if let Ok(Some(st)) = m.child.try_wait() {
+                panic!("moto_server exited ({st}): {}", std::fs::read_to_string(&m.log).unwrap_or_default());
+            }
+            assert!(start.elapsed() < Duration::from_secs(90), "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        m
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Test credentials (moto accepts any).
+pub fn credentials() -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new("testing", "testing", None, None, "moto")
+}
+
+/// An EC2 client for moto in us-east-1.
+pub async fn client(moto: &Moto) -> aws_sdk_ec2::Client {
+    bogie_platform_aws::client(&options(moto)).await
+}
+
+/// Client options for moto.
+pub fn options(moto: &Moto) -> bogie_platform_aws::ClientOptions {
+    bogie_platform_aws::ClientOptions {
+        region: Some("us-east-1".into()),
+        profile: None,
+        credentials_file: None,
+        endpoint_url: Some(moto.url.clone()),
+        credentials: Some(credentials()),
+    }
+}
+
+/// One of moto's bundled AMIs of an architecture.
+pub async fn ami(client: &aws_sdk_ec2::Client, arch: ArchitectureValues) -> String {
+    let out = client.describe_images().send().await.unwrap();
+    out.images()
+        .iter()
+        .filter(|i| i.architecture() == Some(&arch))
+        .find_map(|i| i.image_id().map(str::to_string))
+        .expect("moto bundles an AMI of this arch")
+}
+
+/// Builds the `bogie` binary into this test's target dir and profile; returns its path.
+pub fn bogie_binary() -> PathBuf {
+    let (dir, profile) = profile_dir();
+    let target = dir.parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--quiet", "-p", "bogie", "--bin", "bogie"])
+        .current_dir(workspace())
+        .env("CARGO_TARGET_DIR", &target);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let st = cmd.status().expect("running cargo build -p bogie");
+    assert!(st.success(), "cargo build -p bogie failed");
+    let bin = dir.join("bogie");
+    assert!(bin.is_file(), "{} missing", bin.display());
+    bin
+}
+
+/// Plants tagged resources (instance, key pair, security group) created `age_h` hours ago.
+pub async fn plant(c: &aws_sdk_ec2::Client, ami: &str, basename: &str, age_h: i64, name: &str) -> (String, String, String) {
+    let created = (chrono::Utc::now() - chrono::Duration::hours(age_h))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let spec = |rt: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(Tag::builder().key(TAG_RUN).value(name).build())
+            .tags(Tag::builder().key(TAG_BASENAME).value(basename).build())
+            .tags(Tag::builder().key(TAG_CREATED).value(&created).build())
+            .build()
+    };
+    let key = bogie_harness::ssh::SshKey::generate();
+    c.import_key_pair()
+        .key_name(name)
+        .public_key_material(aws_sdk_ec2::primitives::Blob::new(key.public_openssh().as_bytes()))
+        .tag_specifications(spec(ResourceType::KeyPair))
+        .send()
+        .await
+        .unwrap();
+    let g = c
+        .create_security_group()
+        .group_name(name)
+        .description("planted")
+        .tag_specifications(spec(ResourceType::SecurityGroup))
+        .send()
+        .await
+        .unwrap();
+    let gid = g.group_id().unwrap().to_string();
+    let i = c
+        .run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .key_name(name)
+        .security_group_ids(&gid)
+        .tag_specifications(spec(ResourceType::Instance))
+        .send()
+        .await
+        .unwrap();
+    (i.instances()[0].instance_id().unwrap().to_string(), name.to_string(), gid)
+}
+
+/// Whether an instance is still alive, a key pair and a group exist.
+pub async fn exists(c: &aws_sdk_ec2::Client, planted: &(String, String, String)) -> (bool, bool, bool) {
+    let i = c.describe_instances().instance_ids(&planted.0).send().await.unwrap();
+    let alive = i
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .any(|x| x.state().and_then(|s| s.name()) != Some(&InstanceStateName::Terminated));
+    let k = c.describe_key_pairs().key_names(&planted.1).send().await.is_ok();
+    let g = c.describe_security_groups().group_ids(&planted.2).send().await.is_ok();
+    (alive, k, g)
+}
+

@@ -1,0 +1,475 @@
+//! Flags of the cloud and bare-metal platforms (kola's `--aws-*`, `--azure-*`, `--gce-*`,
+//! `--equinixmetal-*`, `--external-*` spellings, plus `--pxe-*`), `bogie gc`'s arguments,
+//! and building those platforms from the flags.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bogie_harness::{Arch, ImageInfo, Platform, PlatformError};
+use bogie_platform_common::Secret;
+use clap::Args;
+
+use crate::cli::Global;
+use crate::input_error;
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
+}
+
+/// Flags of the cloud (`aws`, `azure`, `gce`, `equinix`) and bare-metal (`external`, `pxe`)
+/// platforms.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CloudArgs {
+    /// AWS: the AMI under test (`ami-…`).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_ami: Option<String>,
+    /// AWS: region (default: AWS_REGION, the profile's, else us-west-2).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_region: Option<String>,
+    /// AWS: instance type (default m4.large; m6g.large for arm64-usr).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_type: Option<String>,
+    /// AWS: profile name in the shared config/credentials files.
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_profile: Option<String>,
+    /// AWS: credentials file (default ~/.aws/credentials).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_credentials_file: Option<PathBuf>,
+    /// AWS: security group id or name (default: one allowing SSH is created per run).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_sg: Option<String>,
+    /// AWS: IAM instance profile name for the instances.
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_iam_profile: Option<String>,
+    /// AWS: subnet to launch into (default: the default VPC's).
+    #[arg(long, global = true, help_heading = "AWS")]
+    pub aws_subnet: Option<String>,
+
+    /// Azure: subscription id.
+    #[arg(long, global = true, env = "AZURE_SUBSCRIPTION_ID", help_heading = "Azure")]
+    pub azure_subscription: Option<String>,
+    /// Azure: service principal file (`az ad sp create-for-rbac --sdk-auth` JSON); default:
+    /// AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, workload identity, or the Azure CLI.
+    #[arg(long, global = true, env = "AZURE_AUTH_LOCATION", help_heading = "Azure")]
+    pub azure_auth: Option<PathBuf>,
+    /// Azure: location.
+    #[arg(long, global = true, default_value = "westus", help_heading = "Azure")]
+    pub azure_location: String,
+    /// Azure: VM size (default Standard_DS2_v2; Standard_D2ps_v5 for arm64-usr).
+    #[arg(long, global = true, help_heading = "Azure")]
+    pub azure_size: Option<String>,
+    /// Azure: image resource id (managed image or gallery image version) to boot.
+    #[arg(long, global = true, help_heading = "Azure")]
+    pub azure_disk_uri: Option<String>,
+    /// Azure: marketplace image publisher.
+    #[arg(long, global = true, default_value = "kinvolk", help_heading = "Azure")]
+    pub azure_publisher: String,
+    /// Azure: marketplace image offer.
+    #[arg(long, global = true, default_value = "flatcar-container-linux-free", help_heading = "Azure")]
+    pub azure_offer: String,
+    /// Azure: marketplace image SKU (the channel).
+    #[arg(long, global = true, default_value = "alpha", help_heading = "Azure")]
+    pub azure_sku: String,
+    /// Azure: marketplace image version.
+    #[arg(long, global = true, default_value = "latest", help_heading = "Azure")]
+    pub azure_version: String,
+    /// Azure: use this existing resource group instead of one per test.
+    #[arg(long, global = true, help_heading = "Azure")]
+    pub azure_resource_group: Option<String>,
+    /// Azure: existing `vnet/subnet` (in --azure-resource-group) for the machines.
+    #[arg(long, global = true, help_heading = "Azure")]
+    pub azure_vnet_subnet_name: Option<String>,
+    /// Azure: reach machines on private addresses (no public IPs).
+    #[arg(long, global = true, help_heading = "Azure")]
+    pub azure_use_private_ips: bool,
+    /// Azure: Resource Manager endpoint (sovereign clouds).
+    #[arg(long, global = true, default_value = bogie_platform_cloud::azure::ARM_ENDPOINT, help_heading = "Azure")]
+    pub azure_endpoint: String,
+
+    /// GCE: image (`projects/P/global/images/[family/]NAME`, a URL, or a name in the project).
+    #[arg(long, global = true, default_value = "projects/kinvolk-public/global/images/family/flatcar-alpha", help_heading = "GCE")]
+    pub gce_image: String,
+    /// GCE: project.
+    #[arg(long, global = true, help_heading = "GCE")]
+    pub gce_project: Option<String>,
+    /// GCE: zone.
+    #[arg(long, global = true, default_value = "us-central1-a", help_heading = "GCE")]
+    pub gce_zone: String,
+    /// GCE: machine type (default t2d-standard-1; t2a-standard-1 for arm64-usr).
+    #[arg(long, global = true, help_heading = "GCE")]
+    pub gce_machinetype: Option<String>,
+    /// GCE: disk type.
+    #[arg(long, global = true, default_value = "pd-ssd", help_heading = "GCE")]
+    pub gce_disktype: String,
+    /// GCE: network.
+    #[arg(long, global = true, default_value = "default", help_heading = "GCE")]
+    pub gce_network: String,
+    /// GCE: gVNIC instead of virtio-net.
+    #[arg(long, global = true, help_heading = "GCE")]
+    pub gce_gvnic: bool,
+    /// GCE: authenticate through the metadata server (bogie runs on GCE).
+    #[arg(long, global = true, help_heading = "GCE")]
+    pub gce_service_auth: bool,
+    /// GCE: service account JSON key (default: GOOGLE_OAUTH_ACCESS_TOKEN, else gcloud).
+    #[arg(long, global = true, help_heading = "GCE")]
+    pub gce_json_key: Option<PathBuf>,
+    /// GCE: API endpoint.
+    #[arg(long, global = true, default_value = bogie_platform_cloud::gce::ENDPOINT, help_heading = "GCE")]
+    pub gce_endpoint: String,
+
+    /// Equinix Metal (sunset 2026-06-30): API key.
+    #[arg(long, global = true, alias = "packet-api-key", env = "METAL_AUTH_TOKEN", hide_env_values = true, value_parser = secret, help_heading = "Equinix Metal")]
+    pub equinixmetal_api_key: Option<Secret>,
+    /// Equinix Metal: project UUID.
+    #[arg(long, global = true, alias = "packet-project", env = "METAL_PROJECT_ID", help_heading = "Equinix Metal")]
+    pub equinixmetal_project: Option<String>,
+    /// Equinix Metal: metro (`da`, `sv`, ...).
+    #[arg(long, global = true, help_heading = "Equinix Metal")]
+    pub equinixmetal_metro: Option<String>,
+    /// Equinix Metal: plan.
+    #[arg(long, global = true, alias = "packet-plan", default_value = "c3.small.x86", help_heading = "Equinix Metal")]
+    pub equinixmetal_plan: String,
+    /// Equinix Metal: operating system slug.
+    #[arg(long, global = true, default_value = "custom_ipxe", help_heading = "Equinix Metal")]
+    pub equinixmetal_os: String,
+    /// Equinix Metal: iPXE script URL booting the image under test (for custom_ipxe).
+    #[arg(long, global = true, help_heading = "Equinix Metal")]
+    pub equinixmetal_ipxe_script_url: Option<String>,
+    /// Equinix Metal: how long a device may take to become active, e.g. `30m`.
+    #[arg(long, global = true, default_value = "30m", help_heading = "Equinix Metal")]
+    pub equinixmetal_launch_timeout: String,
+    /// Equinix Metal: API endpoint.
+    #[arg(long, global = true, default_value = bogie_platform_cloud::equinix::ENDPOINT, help_heading = "Equinix Metal")]
+    pub equinixmetal_endpoint: String,
+
+    /// External: a host under test, `[user@]host[:port]` (repeatable); with
+    /// --external-provisioning-cmds, the management host the commands run on.
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_host: Vec<String>,
+    /// External: login user for hosts that name none (default core).
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_user: Option<String>,
+    /// External: private key that logs into the hosts / the management host.
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_key: Option<PathBuf>,
+    /// External: shell commands that provision a machine from $USERDATA (the Ignition
+    /// config) and print its address as the last output line.
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_provisioning_cmds: Option<String>,
+    /// External: shell commands that tear down the machine at $IPADDR.
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_deprovisioning_cmds: Option<String>,
+    /// External: shell command that prints the serial console of the machine at $IPADDR.
+    #[arg(long, global = true, help_heading = "External")]
+    pub external_serial_console_cmd: Option<String>,
+
+    /// PXE: more kernel arguments for the network-booted kernel.
+    #[arg(long, global = true, help_heading = "PXE")]
+    pub pxe_kernel_args: Option<String>,
+    /// PXE: port of bogie's boot server on 127.0.0.1 (default: any free port).
+    #[arg(long, global = true, default_value_t = 0, help_heading = "PXE")]
+    pub pxe_http_port: u16,
+    /// PXE: iPXE option ROM for virtio-net (default from /usr/lib/ipxe/qemu).
+    #[arg(long, global = true, help_heading = "PXE")]
+    pub pxe_rom: Option<PathBuf>,
+}
+
+/// `bogie gc`: delete what crashed runs left on a cloud.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only resources created longer ago than this (`6h`, `2d`).
+    #[arg(long, default_value = "6h")]
+    pub older_than: String,
+    /// List what would be deleted without deleting it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Whether the platform boots a local image (`--qemu-image` required).
+pub fn needs_local_image(platform: &str) -> bool {
+    matches!(platform, "qemu" | "pxe")
+}
+
+/// The platforms built here.
+pub fn handles(platform: &str) -> bool {
+    matches!(platform, "aws" | "azure" | "gce" | "equinix" | "external" | "pxe")
+}
+
+/// The image description for a platform whose image lives elsewhere (an AMI, a cloud
+/// image, an installed host): `--qemu-image` when given (a manifest telling what the image
+/// contains), else a real Flatcar image is assumed.
+pub fn remote_image(g: &Global, platform: &str) -> anyhow::Result<ImageInfo> {
+    if let Some(p) = &g.qemu.qemu_image {
+        return ImageInfo::load(p).map_err(|e| input_error(e.to_string()));
+    }
+    let c = &g.cloud;
+    let name = match platform {
+        "aws" => c.aws_ami.clone(),
+        "azure" => c.azure_disk_uri.clone().or_else(|| {
+            Some(format!(
+                "{}:{}:{}:{}",
+                c.azure_publisher, c.azure_offer, c.azure_sku, c.azure_version
+            ))
+        }),
+        "gce" => Some(c.gce_image.clone()),
+        "equinix" => c.equinixmetal_ipxe_script_url.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| platform.to_string());
+    Ok(ImageInfo {
+        path: PathBuf::from(name),
+        manifest: None,
+        arch: None,
+        version: None,
+        provides: bogie_harness::image::FLATCAR_PROVIDES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    })
+}
+
+fn platform_err(e: PlatformError) -> anyhow::Error {
+    match e {
+        PlatformError::Input(m) => input_error(m),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Runs an async constructor from synchronous code inside the (multi-threaded) runtime.
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let h = tokio::runtime::Handle::try_current()
+        .context("platforms are built inside the tokio runtime")?;
+    if h.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        anyhow::bail!("cloud and PXE platforms need the multi-threaded tokio runtime");
+    }
+    Ok(tokio::task::block_in_place(|| h.block_on(f)))
+}
+
+fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
+    crate::cli::parse_duration(s).ok_or_else(|| input_error(format!("{flag} {s:?} is not a duration")))
+}
+
+/// Builds the platform `name` (one of [`handles`]) from the flags.
+pub fn make_platform(
+    g: &Global,
+    name: &str,
+    image: &ImageInfo,
+    arch: Arch,
+    parallel: usize,
+) -> anyhow::Result<Arc<dyn Platform>> {
+    let c = &g.cloud;
+    match name {
+        "aws" => {
+            let ami = c
+                .aws_ami
+                .clone()
+                .ok_or_else(|| input_error("-p aws needs --aws-ami (the AMI under test)"))?;
+            let mut o = bogie_platform_aws::AwsOptions::new(&ami, arch, image.clone());
+            o.region = c.aws_region.clone();
+            o.profile = c.aws_profile.clone();
+            o.credentials_file = c.aws_credentials_file.clone();
+            o.instance_type = c.aws_type.clone();
+            o.security_group = c.aws_sg.clone();
+            o.iam_profile = c.aws_iam_profile.clone();
+            o.subnet = c.aws_subnet.clone();
+            o.basename = g.basename.clone();
+            let p = block_on(bogie_platform_aws::AwsPlatform::new(o))?.map_err(platform_err)?;
+            Ok(Arc::new(p))
+        }
+        "azure" => Ok(Arc::new(azure_platform(g, arch, image.clone())?)),
+        "gce" => Ok(Arc::new(gce_platform(g, arch, image.clone())?)),
+        "equinix" => Ok(Arc::new(equinix_platform(g, arch, image.clone())?)),
+        "external" => {
+            let mut o = bogie_platform_external::ExternalOptions::new(arch, image.clone());
+            o.hosts = c
+                .external_host
+                .iter()
+                .map(|h| h.parse().map_err(|e| input_error(format!("--external-host {e}"))))
+                .collect::<anyhow::Result<_>>()?;
+            o.user = c.external_user.clone();
+            o.key = c.external_key.clone();
+            o.provisioning_cmds = c.external_provisioning_cmds.clone();
+            o.deprovisioning_cmds = c.external_deprovisioning_cmds.clone();
+            o.serial_console_cmd = c.external_serial_console_cmd.clone();
+            let p = bogie_platform_external::ExternalPlatform::new(o).map_err(platform_err)?;
+            Ok(Arc::new(p))
+        }
+        "pxe" => {
+            let mut o = bogie_platform_pxe::PxeOptions::new(image.clone(), arch);
+            if let Some(m) = g.qemu.qemu_memory {
+                o.memory_mb = m;
+            }
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            o.cpus = g
+                .qemu
+                .qemu_cpus
+                .unwrap_or_else(|| (cores / parallel.max(1)).max(1) as u32);
+            o.kernel_args = c.pxe_kernel_args.clone();
+            o.http_port = c.pxe_http_port;
+            o.rom = c.pxe_rom.clone();
+            let p = block_on(bogie_platform_pxe::PxePlatform::new(o))?.map_err(platform_err)?;
+            Ok(Arc::new(p))
+        }
+        other => Err(input_error(format!("platform {other:?} is not built into this bogie"))),
+    }
+}
+
+fn azure_provider(g: &Global, arch: Arch) -> anyhow::Result<bogie_platform_cloud::azure::Azure> {
+    use bogie_platform_cloud::azure::{Azure, AzureImage, AzureOptions};
+    let c = &g.cloud;
+    let image = match &c.azure_disk_uri {
+        Some(id) => AzureImage::Id(id.clone()),
+        None => AzureImage::Marketplace {
+            publisher: c.azure_publisher.clone(),
+            offer: c.azure_offer.clone(),
+            sku: c.azure_sku.clone(),
+            version: c.azure_version.clone(),
+        },
+    };
+    let mut sub = c.azure_subscription.clone().unwrap_or_default();
+    if sub.is_empty() {
+        if let Some(f) = &c.azure_auth {
+            // The service principal file usually names the subscription.
+            let v: serde_json::Value = std::fs::read_to_string(f)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            sub = v
+                .get("subscriptionId")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    let mut o = AzureOptions::new(&sub, image);
+    o.location = c.azure_location.clone();
+    o.size = c.azure_size.clone().unwrap_or_else(|| {
+        match arch {
+            Arch::Amd64 => "Standard_DS2_v2",
+            Arch::Arm64 => "Standard_D2ps_v5",
+        }
+        .to_string()
+    });
+    o.resource_group = c.azure_resource_group.clone();
+    o.vnet_subnet = c.azure_vnet_subnet_name.clone();
+    o.use_private_ips = c.azure_use_private_ips;
+    o.endpoint = c.azure_endpoint.clone();
+    Azure::new(o, arch, c.azure_auth.clone()).map_err(platform_err)
+}
+
+fn azure_platform(
+    g: &Global,
+    arch: Arch,
+    image: ImageInfo,
+) -> anyhow::Result<bogie_platform_cloud::CloudPlatform<bogie_platform_cloud::azure::Azure>> {
+    Ok(bogie_platform_cloud::CloudPlatform::new(
+        azure_provider(g, arch)?,
+        arch,
+        image,
+        &g.basename,
+    ))
+}
+
+fn gce_provider(g: &Global, arch: Arch) -> anyhow::Result<bogie_platform_cloud::gce::Gce> {
+    use bogie_platform_cloud::gce::{Gce, GceAuth, GceOptions};
+    let c = &g.cloud;
+    let project = c
+        .gce_project
+        .clone()
+        .ok_or_else(|| input_error("-p gce needs --gce-project"))?;
+    let mut o = GceOptions::new(&project, &c.gce_image, arch);
+    o.zone = c.gce_zone.clone();
+    if let Some(t) = &c.gce_machinetype {
+        o.machine_type = t.clone();
+    }
+    o.disk_type = c.gce_disktype.clone();
+    o.network = c.gce_network.clone();
+    o.gvnic = c.gce_gvnic;
+    o.endpoint = c.gce_endpoint.clone();
+    let auth = match (&c.gce_json_key, c.gce_service_auth) {
+        (Some(k), _) => GceAuth::JsonKey(k.clone()),
+        (None, true) => GceAuth::Metadata,
+        (None, false) => GceAuth::Default,
+    };
+    Gce::new(o, auth).map_err(platform_err)
+}
+
+fn gce_platform(
+    g: &Global,
+    arch: Arch,
+    image: ImageInfo,
+) -> anyhow::Result<bogie_platform_cloud::CloudPlatform<bogie_platform_cloud::gce::Gce>> {
+    Ok(bogie_platform_cloud::CloudPlatform::new(
+        gce_provider(g, arch)?,
+        arch,
+        image,
+        &g.basename,
+    ))
+}
+
+fn equinix_provider(g: &Global) -> anyhow::Result<bogie_platform_cloud::equinix::Equinix> {
+    use bogie_platform_cloud::equinix::{Equinix, EquinixOptions};
+    let c = &g.cloud;
+    let key = c.equinixmetal_api_key.clone().unwrap_or_else(|| Secret::new(""));
+    let mut o = EquinixOptions::new(
+        key,
+        c.equinixmetal_project.as_deref().unwrap_or_default(),
+        c.equinixmetal_metro
+            .as_deref()
+            .ok_or_else(|| input_error("-p equinix needs --equinixmetal-metro"))?,
+    );
+    o.plan = c.equinixmetal_plan.clone();
+    o.operating_system = c.equinixmetal_os.clone();
+    o.ipxe_script_url = c.equinixmetal_ipxe_script_url.clone();
+    o.endpoint = c.equinixmetal_endpoint.clone();
+    o.launch_timeout = duration("--equinixmetal-launch-timeout", &c.equinixmetal_launch_timeout)?;
+    Equinix::new(o).map_err(platform_err)
+}
+
+fn equinix_platform(
+    g: &Global,
+    arch: Arch,
+    image: ImageInfo,
+) -> anyhow::Result<bogie_platform_cloud::CloudPlatform<bogie_platform_cloud::equinix::Equinix>> {
+    Ok(bogie_platform_cloud::CloudPlatform::new(
+        equinix_provider(g)?,
+        arch,
+        image,
+        &g.basename,
+    ))
+}
+
+/// `bogie gc` for one platform: the garbage-collection pass with these options.
+pub async fn collect(
+    g: &Global,
+    platform: &str,
+    opts: &bogie_platform_common::GcOptions,
+) -> anyhow::Result<bogie_platform_common::GcReport> {
+    use bogie_platform_cloud::Provider;
+    let c = &g.cloud;
+    let arch = Arch::host().unwrap_or(Arch::Amd64);
+    let r = match platform {
+        "aws" => {
+            let client = bogie_platform_aws::client(&bogie_platform_aws::ClientOptions {
+                region: c.aws_region.clone(),
+                profile: c.aws_profile.clone(),
+                credentials_file: c.aws_credentials_file.clone(),
+                endpoint_url: None,
+                credentials: None,
+            })
+            .await;
+            bogie_platform_aws::gc::gc(&client, opts).await
+        }
+        "azure" => azure_provider(g, arch)?.gc(opts).await,
+        "gce" => gce_provider(g, arch)?.gc(opts).await,
+        "equinix" => equinix_provider(g)?.gc(opts).await,
+        other => {
+            return Err(input_error(format!(
+                "bogie gc works on clouds (aws, azure, gce, equinix), not {other:?}: its machines do not outlive bogie"
+            )))
+        }
+    };
+    r.map_err(platform_err)
+}

@@ -1,0 +1,291 @@
+//! Release gating for `bogie run`: the inputs checked before anything boots (denylist,
+//! sharding, durations, baseline, kola's firmware and payload paths) and the verdict after.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::sync::{Arc, Mutex};
+
+use bogie_harness::denylist::{DenyContext, Denylist, Resolved, Verdict};
+use bogie_harness::runner::{run_attempt, AttemptContext};
+use bogie_harness::select::Selected;
+use bogie_harness::shard::{Sharding, Strategy};
+use bogie_harness::{Arch, Test, Version};
+use bogie_reports::{RunReport, Status};
+
+use crate::cli::{Global, RunArgs};
+use crate::input_error;
+
+/// Everything `--denylist`, `--sharding`, `--durations` and `--baseline` give a run,
+/// loaded and checked up front (bad input exits 2 before any machine boots).
+#[derive(Debug, Default)]
+pub struct GatingInputs {
+    /// The denylist files and `--denylist-test` patterns together.
+    pub denylist: Denylist,
+    /// This run's shard.
+    pub sharding: Option<Sharding>,
+    /// Durations of a previous run, by test name.
+    pub durations: HashMap<String, Duration>,
+    /// The baseline run to diff against.
+    pub baseline: Option<RunReport>,
+}
+
+impl GatingInputs {
+    /// Loads and checks the gating flags of `args`.
+    pub fn load(args: &RunArgs) -> anyhow::Result<GatingInputs> {
+        let mut denylist = Denylist::default();
+        for f in &args.denylist {
+            denylist.extend(Denylist::load(f).map_err(|e| input_error(e.to_string()))?);
+        }
+        denylist.extend(
+            Denylist::from_patterns(&args.denylist_test).map_err(|e| input_error(e.to_string()))?,
+        );
+        let sharding = args
+            .sharding
+            .as_deref()
+            .map(|s| {
+                s.parse::<Sharding>()
+                    .map_err(|e| input_error(e.to_string()))
+            })
+            .transpose()?;
+        let durations = match &args.durations {
+            Some(p) => durations_of(&super::report::load(p)?),
+            None => HashMap::new(),
+        };
+        if let Some(s) = &sharding {
+            if s.strategy == Strategy::Balanced && args.durations.is_none() {
+                return Err(input_error(format!(
+                    "--sharding {s} needs --durations PREV_RUN (a previous run's output dir)"
+                )));
+            }
+        }
+        let baseline = args
+            .baseline
+            .as_deref()
+            .map(super::report::load)
+            .transpose()?;
+        Ok(GatingInputs {
+            denylist,
+            sharding,
+            durations,
+            baseline,
+        })
+    }
+
+    /// The denylist entries that apply to this run; notes (snoozes) go to stderr.
+    pub fn resolve_denylist(&self, g: &Global, arch: Arch, platform: &str) -> Resolved {
+        let r = self.denylist.resolve(&DenyContext {
+            arch,
+            platform: platform.to_string(),
+            stream: g.compat.stream.clone().or_else(|| g.channel.clone()),
+            now: chrono::Utc::now(),
+        });
+        for n in &r.notes {
+            eprintln!("{n}");
+        }
+        if r.skip_console_warnings {
+            eprintln!(
+                "denylist: skip-console-warnings is not supported by bogie; console checks stay on"
+            );
+        }
+        r
+    }
+}
+
+/// Per-test durations of a finished run (the last attempt's: what one more run costs).
+pub fn durations_of(r: &RunReport) -> HashMap<String, Duration> {
+    r.tests
+        .iter()
+        .filter_map(|t| t.attempts.last().map(|a| (t.name.clone(), a.duration)))
+        .collect()
+}
+
+/// The planned tests whose failure only warns (denylist `warn`).
+pub fn warn_only(selected: &[Selected], denylist: &Resolved) -> HashSet<String> {
+    selected
+        .iter()
+        .filter_map(|s| match s {
+            Selected::Run(t) => match denylist.verdict(&t.name) {
+                Some(Verdict::Warn(_)) => Some(t.name.clone()),
+                _ => None,
+            },
+            Selected::Skip(..) => None,
+        })
+        .collect()
+}
+
+/// QEMU's firmware directories, searched (as QEMU searches its data dir for `-bios`) when
+/// a `--qemu-firmware` path does not exist: Flatcar's CI passes the SDK's
+/// `/usr/share/qemu/bios-256k.bin`, which Debian ships as `/usr/share/seabios/bios-256k.bin`.
+pub const FIRMWARE_DIRS: &[&str] = &[
+    "/usr/share/qemu",
+    "/usr/share/seabios",
+    "/usr/share/ovmf",
+    "/usr/share/OVMF",
+    "/usr/share/AAVMF",
+    "/usr/share/qemu-efi-aarch64",
+];
+
+/// Where a firmware file given as `given` is: the path itself, else a file of the same name
+/// in one of `dirs`.
+pub fn find_firmware(given: &Path, dirs: &[&str]) -> Option<PathBuf> {
+    if given.is_file() {
+        return Some(given.to_path_buf());
+    }
+    let name = given.file_name()?;
+    dirs.iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Checks kola's file flags before anything boots and returns the flags with
+/// `--qemu-firmware` resolved: a firmware path must exist, or its file name must be in one
+/// of QEMU's firmware dirs ([`FIRMWARE_DIRS`]); `--qemu-ovmf-vars` and `--update-payload`
+/// must exist. (A direct-kernel image then ignores the firmware.)
+pub fn check_files(g: &Global) -> anyhow::Result<Global> {
+    let mut g = g.clone();
+    if let Some(fw) = &g.qemu.qemu_firmware {
+        let found = find_firmware(fw, FIRMWARE_DIRS).ok_or_else(|| {
+            input_error(format!(
+                "--qemu-firmware {}: no such file (nor in {})",
+                fw.display(),
+                FIRMWARE_DIRS.join(", ")
+            ))
+        })?;
+        if &found != fw {
+            tracing::info!(
+                "--qemu-firmware {} not found; using {}",
+                fw.display(),
+                found.display()
+            );
+        }
+        g.qemu.qemu_firmware = Some(found);
+    }
+    for (flag, p) in [
+        ("--qemu-ovmf-vars", &g.qemu.qemu_ovmf_vars),
+        ("--update-payload", &g.compat.update_payload),
+    ] {
+        if let Some(p) = p {
+            if !p.is_file() {
+                return Err(input_error(format!("{flag} {}: no such file", p.display())));
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// The image version from `VERSION_ID` (else `VERSION`) of an os-release file's text.
+pub fn os_release_version(text: &str) -> Option<Version> {
+    let field = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
+    };
+    field("VERSION_ID")
+        .as_deref()
+        .and_then(Version::parse_lenient)
+        .or_else(|| field("VERSION").as_deref().and_then(Version::parse_lenient))
+}
+
+/// kola's `get_cluster_semver`: boots one machine, reads `/etc/os-release` and tears the
+/// machine down. Its artifacts land in `<out>/get_cluster_semver/`.
+pub async fn probe_version(ctx: &AttemptContext) -> anyhow::Result<Version> {
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let probe = Test::new("get_cluster_semver", move |c| {
+        let seen = seen2.clone();
+        async move {
+            let text = c.machine()?.must_ssh("cat /etc/os-release").await?;
+            *seen.lock().expect("poisoned") = Some(text);
+            Ok(())
+        }
+    })
+    .distros(&[]);
+    let outcome = run_attempt(ctx, &probe, 1, Box::new(|_| {})).await;
+    let text = seen.lock().expect("poisoned").take();
+    match text {
+        Some(t) => os_release_version(&t).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no version in the booted image's /etc/os-release; pass --image-version"
+            )
+        }),
+        None => Err(anyhow::anyhow!(
+            "reading the image version from a booted machine failed ({}); pass --image-version",
+            outcome
+                .attempt
+                .failure
+                .map(|f| f.message)
+                .unwrap_or_else(|| "no output".into())
+        )),
+    }
+}
+
+/// The gate's verdict on a finished run: 1 if a test failed (or was flaky and flaky tests
+/// are not allowed), else 77 if warn-only tests failed, else 0.
+pub fn gate(report: &RunReport, allow_flaky: bool) -> u8 {
+    let s = report.summary();
+    if s.failed > 0 || (!allow_flaky && s.flaky > 0) {
+        1
+    } else if s.warned > 0 {
+        77
+    } else {
+        0
+    }
+}
+
+/// Tells about flaky tests after the summary: they pass the gate only with --allow-flaky.
+pub fn print_flaky_note(report: &RunReport, allow_flaky: bool) {
+    let flaky: Vec<&str> = report
+        .tests
+        .iter()
+        .filter(|t| t.status == Status::Flaky)
+        .map(|t| t.name.as_str())
+        .collect();
+    if flaky.is_empty() {
+        return;
+    }
+    if allow_flaky {
+        eprintln!(
+            "warning: {} flaky test(s) passed the gate: {} (--allow-flaky=false fails the run on them)",
+            flaky.len(),
+            flaky.join(", ")
+        );
+    } else {
+        eprintln!(
+            "error: {} flaky test(s) fail the gate (--allow-flaky=false): {}",
+            flaky.len(),
+            flaky.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_from_os_release() {
+        let flatcar = "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION=4799.0.0\nVERSION_ID=4799.0.0\nBUILD_ID=2026-08-01\n";
+        assert_eq!(os_release_version(flatcar), Some(Version::new(4799, 0, 0)));
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\n";
+        assert_eq!(os_release_version(debian), Some(Version::new(12, 0, 0)));
+        assert_eq!(os_release_version("ID=x\n"), None);
+    }
+
+    #[test]
+    fn firmware_is_found_in_qemus_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let fw = d.path().join("bios-256k.bin");
+        std::fs::write(&fw, b"x").unwrap();
+        let dirs = [d.path().to_str().unwrap()];
+        assert_eq!(
+            find_firmware(Path::new("/usr/share/nowhere/bios-256k.bin"), &dirs),
+            Some(fw.clone())
+        );
+        assert_eq!(find_firmware(&fw, &[]), Some(fw));
+        assert_eq!(find_firmware(Path::new("/nope/other.bin"), &dirs), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! `bogie report merge|matrix|diff`: work on finished runs' result files, on any host.
+//!
+//! Every input is a run output dir (`reports/results.jsonl`, else `reports/report.json`,
+//! TAP, JUnit) or one of those files, as [`bogie_reports::matrix::load_run`] reads them.
+
+use std::path::Path;
+
+use bogie_reports::diff::diff_runs;
+use bogie_reports::matrix::{build_matrix, load_run, to_markdown, write_matrix};
+use bogie_reports::merge::{merge_runs, write_all};
+use bogie_reports::RunReport;
+
+use super::gate;
+use crate::cli::{Global, ReportCommand, ReportDiffArgs, ReportMatrixArgs, ReportMergeArgs};
+use crate::input_error;
+
+/// Runs a `bogie report` subcommand; returns the exit code.
+pub fn report(g: &Global, cmd: ReportCommand) -> anyhow::Result<u8> {
+    match cmd {
+        ReportCommand::Merge(a) => merge(g, a),
+        ReportCommand::Matrix(a) => matrix(a),
+        ReportCommand::Diff(a) => diff(a),
+    }
+}
+
+/// Reads one run's results; an unreadable run is an input error (exit 2).
+pub fn load(path: &Path) -> anyhow::Result<RunReport> {
+    load_run(path).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains(&path.display().to_string()) {
+            input_error(msg)
+        } else {
+            input_error(format!("{}: {msg}", path.display()))
+        }
+    })
+}
+
+fn merge(g: &Global, a: ReportMergeArgs) -> anyhow::Result<u8> {
+    let runs = a
+        .dirs
+        .iter()
+        .map(|d| load(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shards: Vec<String> = runs
+        .iter()
+        .map(|r| r.info.shard.clone().unwrap_or_else(|| "unsharded".into()))
+        .collect();
+    let mut merged = merge_runs(runs).map_err(|e| input_error(e.to_string()))?;
+    merged.tests.sort_by(|x, y| x.name.cmp(&y.name));
+    let reports = a.output.join("reports");
+    std::fs::create_dir_all(&reports)
+        .map_err(|e| input_error(format!("creating {}: {e}", reports.display())))?;
+    let written = write_all(&merged, &a.output, g.tapfile.as_deref())?;
+    write_matrix(std::slice::from_ref(&merged), &reports)?;
+    let s = merged.summary();
+    println!(
+        "merged {} run(s) ({}): {} tests: {} passed, {} failed, {} flaky, {} skipped, {} warned",
+        a.dirs.len(),
+        shards.join(", "),
+        merged.tests.len(),
+        s.passed,
+        s.failed,
+        s.flaky,
+        s.skipped,
+        s.warned
+    );
+    for p in written {
+        println!("  {}", p.display());
+    }
+    println!("  {}", reports.join("matrix.md").display());
+    Ok(gate(&merged, a.allow_flaky))
+}
+
+fn matrix(a: ReportMatrixArgs) -> anyhow::Result<u8> {
+    let runs = a
+        .runs
+        .iter()
+        .map(|d| load(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match &a.output {
+        Some(out) => {
+            std::fs::create_dir_all(out)
+                .map_err(|e| input_error(format!("creating {}: {e}", out.display())))?;
+            write_matrix(&runs, out)?;
+            for f in ["matrix.md", "matrix.html", "matrix.json"] {
+                println!("{}", out.join(f).display());
+            }
+        }
+        None => print!("{}", to_markdown(&build_matrix(&runs))),
+    }
+    Ok(0)
+}
+
+fn diff(a: ReportDiffArgs) -> anyhow::Result<u8> {
+    let old = load(&a.old)?;
+    let new = load(&a.new)?;
+    let d = diff_runs(&old, &new);
+    if a.json {
+        println!("{}", d.to_json()?);
+    } else {
+        print!("{}", d.render_text());
+    }
+    Ok(u8::from(d.has_new_failures()))
+}
