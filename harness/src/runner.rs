@@ -363,12 +363,19 @@ pub async fn run_attempt(
     let mut check_lines = Vec::new();
     for m in &machines {
         let journal_path = m.dir().join("journal.txt");
-        if let Ok(Ok(out)) = tokio::time::timeout(
-            Duration::from_secs(60),
-            m.ssh("sudo journalctl --no-pager -o short-monotonic -b"),
-        )
-        .await
-        {
+        // On Ctrl-C, don't wait on SSH (a machine may still be booting): tear down now.
+        let journal = async {
+            if ctx.cancel.is_cancelled() {
+                return None;
+            }
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                m.ssh("sudo journalctl --no-pager -o short-monotonic -b"),
+            )
+            .await
+            .ok()
+        };
+        if let Some(Ok(out)) = journal.await {
             let _ = std::fs::write(&journal_path, &out.stdout);
         }
         let console = m.console().await.unwrap_or_default();

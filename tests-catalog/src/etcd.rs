@@ -202,8 +202,8 @@ sudo systemctl stop $U
 sudo rm -rf /var/lib/etcd
 sudo mv "${backup_to}" /var/lib/etcd/
 sudo chown -R etcd:etcd /var/lib/etcd
-sudo mkdir -p /run/systemd/system/$U.d/
-printf '[Service]\nEnvironment=ETCD_FORCE_NEW_CLUSTER=true\n' | sudo tee /run/systemd/system/$U.d/10-force-new.conf >/dev/null
+sudo mkdir -p /run/systemd/system/$U.service.d/
+printf '[Service]\nEnvironment=ETCD_FORCE_NEW_CLUSTER=true\n' | sudo tee /run/systemd/system/$U.service.d/10-force-new.conf >/dev/null
 sudo systemctl daemon-reload
 sudo systemctl start $U
 for i in $(seq 1 60); do res="$(etcdctl get /$prefix/test 2>/dev/null)" && break; sleep 1; done

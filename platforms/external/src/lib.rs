@@ -48,8 +48,9 @@ impl FromStr for HostSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (user, rest) = match s.rsplit_once('@') {
-            Some((u, r)) if !u.is_empty() => (Some(u.to_string()), r),
-            _ => (None, s),
+            Some(("", _)) => return Err(format!("{s:?}: empty user name before @")),
+            Some((u, r)) => (Some(u.to_string()), r),
+            None => (None, s),
         };
         let (host, port) = if let Some(r) = rest.strip_prefix('[') {
             let (h, tail) = r
@@ -380,6 +381,7 @@ impl Platform for ExternalPlatform {
             inner: self.inner.clone(),
             spec,
             machines: Mutex::new(Vec::new()),
+            requested: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 }
@@ -389,6 +391,8 @@ pub struct ExternalCluster {
     inner: Arc<Inner>,
     spec: ClusterSpec,
     machines: Mutex<Vec<Arc<ExternalMachine>>>,
+    /// Hosts asked for so far (machines boot in parallel).
+    requested: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for ExternalCluster {
@@ -420,8 +424,8 @@ impl ExternalCluster {
         let Mode::Hosts { free, released, total, .. } = &self.inner.mode else {
             unreachable!("take_host in provisioning mode")
         };
-        let in_cluster = self.machines.lock().expect("poisoned").len();
-        if in_cluster >= *total {
+        let wanted = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        if wanted > *total {
             return Err(input(format!(
                 "this test needs more machines than the {total} --external-host given"
             )));
@@ -522,7 +526,13 @@ impl ExternalCluster {
                 }
             };
             let ipaddr = host.host.clone();
-            let addr = resolve(&host).await?;
+            let addr = match resolve(&host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = format!("the provisioning commands printed {host}, which is not an address ({e})");
+                    continue;
+                }
+            };
             let m = Arc::new(ExternalMachine {
                 inner: self.inner.clone(),
                 id: spec.id.clone(),

@@ -183,9 +183,14 @@ impl PxePlatform {
             })?,
         };
         let disk = (opts.root_disk && m.disk.is_file()).then(|| (m.disk.clone(), m.disk_format.clone()));
+        // The device can work while QEMU still cannot run a vCPU (a nested hypervisor
+        // refusing MSRs): try QEMU itself too.
         let kvm = opts.kvm
             && Arch::host() == Some(Arch::Amd64)
-            && bogie_platform_qemu::kvm::probe().is_ok();
+            && bogie_platform_qemu::kvm::probe()
+                .and_then(|()| bogie_platform_qemu::kvm::probe_qemu(&binary, Arch::Amd64))
+                .map_err(|why| tracing::info!("KVM is not usable ({why}): using TCG"))
+                .is_ok();
         let mut kernel_args = m.kernel_args.clone();
         if let Some(extra) = &opts.kernel_args {
             kernel_args.push(' ');

@@ -182,7 +182,9 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        if let Some(en) = v.get("enum").and_then(Value::as_array) {
+        // Azure's extensible enums (`x-ms-enum: {modelAsString: true}`) accept any string.
+        let extensible = v.pointer("/x-ms-enum/modelAsString").and_then(Value::as_bool) == Some(true);
+        if let Some(en) = v.get("enum").and_then(Value::as_array).filter(|_| !extensible) {
             if !en.contains(value) {
                 let shown: Vec<String> = en.iter().take(12).map(Value::to_string).collect();
                 errs.push(format!(

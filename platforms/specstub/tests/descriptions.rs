@@ -73,16 +73,18 @@ fn requests_are_checked_against_the_description() {
     assert!(e.join(" ").contains("no operation has the path"), "{e:?}");
     let e = az.check_request("POST", &rg, &q("2024-07-01"), ok).unwrap_err();
     assert!(e.join(" ").contains("method POST is not allowed"), "{e:?}");
-    // A VM body: customData must be base64, readOnly fields may not be sent.
+    // A VM body: types are checked deep inside, readOnly fields may not be sent.
     let vm = format!(
         "/subscriptions/{SUB}/resourceGroups/bogie-x/providers/Microsoft.Compute/virtualMachines/vm1"
     );
-    let body = json!({"location": "westus", "properties": {"osProfile": {"computerName": "vm1", "adminUsername": "core", "customData": "not base64!"}, "provisioningState": "Succeeded"}});
+    let body = json!({"location": "westus", "properties": {"osProfile": {"computerName": "vm1", "adminUsername": "core", "customData": "e30="}, "hardwareProfile": {"vmSize": 42}, "storageProfile": {"osDisk": {"createOption": "FromImage", "caching": "Sometimes"}}, "provisioningState": "Succeeded"}});
     let e = az
         .check_request("PUT", &vm, &q("2024-07-01"), body.to_string().as_bytes())
         .unwrap_err()
         .join(" ");
-    assert!(e.contains("customData: not base64"), "{e}");
+    assert!(e.contains("body.properties.hardwareProfile.vmSize: expected a string"), "{e}");
+    // A closed enum (`modelAsString: false`) is exact; extensible ones take any string.
+    assert!(e.contains("osDisk.caching: \"Sometimes\" is not one of the allowed values"), "{e}");
     assert!(e.contains("provisioningState: read-only field"), "{e}");
 
     // Equinix: oneOf metro/facility; userdata must be a string.
@@ -129,6 +131,7 @@ async fn the_stub_rejects_a_bad_body_and_serves_a_good_one() {
     let spec = Arc::new(bogie_specstub::azure(&dir).unwrap());
     let fake = Arc::new(AzureFake::new("tok"));
     let stub = Stub::start(spec, fake.clone()).await.unwrap();
+    bogie_platform_common::http::install_crypto_provider();
     let http = reqwest::Client::new();
     let url = format!(
         "{}/subscriptions/{SUB}/resourcegroups/bogie-y?api-version=2024-07-01",

@@ -194,6 +194,20 @@ impl Backend for AzureFake {
             let id = format!("/{}", call.path.trim_start_matches('/'));
             return Reply::empty(if self.get(&id).is_some() { 204 } else { 404 });
         }
+        if op == "VirtualMachines_InstanceView" {
+            let vm = call.path.trim_end_matches("/instanceView");
+            let id = format!("/{}", vm.trim_start_matches('/'));
+            if self.get(&id).is_none() {
+                return not_found(&id);
+            }
+            return Reply::json(
+                200,
+                json!({"statuses": [
+                    {"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded"},
+                    {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"},
+                ]}),
+            );
+        }
         if op == "VirtualMachines_RetrieveBootDiagnosticsData" {
             let vm = call.path.trim_end_matches("/retrieveBootDiagnosticsData");
             let id = format!("/{}", vm.trim_start_matches('/'));
