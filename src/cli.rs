@@ -108,6 +108,10 @@ pub struct Global {
     /// QEMU options.
     #[command(flatten)]
     pub qemu: QemuArgs,
+    /// Cloud and bare-metal platform options (`--aws-*`, `--azure-*`, `--gce-*`,
+    /// `--equinixmetal-*`, `--external-*`, `--pxe-*`).
+    #[command(flatten)]
+    pub cloud: crate::cli_cloud::CloudArgs,
 }
 
 /// QEMU flags (kola's spelling).
@@ -159,6 +163,13 @@ pub enum Command {
     /// Tear down the machines a run kept (`--keep-failed`, `--remove=false`, `spawn -t`).
     #[command(after_help = DOWN_EXAMPLES)]
     Down(DownArgs),
+    /// Measure bogie against baselines taken in the same run and print the ratios:
+    /// harness overhead, snapshot start vs cold boot, machine boots per test, parallel
+    /// efficiency, scale. Slow (boots many machines); see docs/benchmarks.md.
+    Bench(crate::commands::bench::BenchArgs),
+    /// Delete what crashed runs left on a cloud (`-p aws|azure|gce|equinix`): resources
+    /// tagged with --basename and created longer ago than --older-than.
+    Gc(crate::cli_cloud::GcArgs),
 }
 
 /// `bogie run`.
@@ -226,6 +237,13 @@ pub struct RunArgs {
     /// Run tests tagged platform-independent on this platform too (otherwise qemu only).
     #[arg(long)]
     pub run_platform_independent: bool,
+    /// Boot every machine cold: no machines started from a snapshot of a ready machine of
+    /// the same config (QEMU starts them from one by default).
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// Give every test its own machine: non-exclusive tests do not share machines.
+    #[arg(long)]
+    pub no_share: bool,
 }
 
 /// kola/coreos-assembler flags that Flatcar's CI scripts pass and bogie accepts with kola's

@@ -48,11 +48,21 @@ pub struct CloudArgs {
     pub aws_subnet: Option<String>,
 
     /// Azure: subscription id.
-    #[arg(long, global = true, env = "AZURE_SUBSCRIPTION_ID", help_heading = "Azure")]
+    #[arg(
+        long,
+        global = true,
+        env = "AZURE_SUBSCRIPTION_ID",
+        help_heading = "Azure"
+    )]
     pub azure_subscription: Option<String>,
     /// Azure: service principal file (`az ad sp create-for-rbac --sdk-auth` JSON); default:
     /// AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET, workload identity, or the Azure CLI.
-    #[arg(long, global = true, env = "AZURE_AUTH_LOCATION", help_heading = "Azure")]
+    #[arg(
+        long,
+        global = true,
+        env = "AZURE_AUTH_LOCATION",
+        help_heading = "Azure"
+    )]
     pub azure_auth: Option<PathBuf>,
     /// Azure: location.
     #[arg(long, global = true, default_value = "westus", help_heading = "Azure")]
@@ -67,7 +77,12 @@ pub struct CloudArgs {
     #[arg(long, global = true, default_value = "kinvolk", help_heading = "Azure")]
     pub azure_publisher: String,
     /// Azure: marketplace image offer.
-    #[arg(long, global = true, default_value = "flatcar-container-linux-free", help_heading = "Azure")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "flatcar-container-linux-free",
+        help_heading = "Azure"
+    )]
     pub azure_offer: String,
     /// Azure: marketplace image SKU (the channel).
     #[arg(long, global = true, default_value = "alpha", help_heading = "Azure")]
@@ -89,13 +104,23 @@ pub struct CloudArgs {
     pub azure_endpoint: String,
 
     /// GCE: image (`projects/P/global/images/[family/]NAME`, a URL, or a name in the project).
-    #[arg(long, global = true, default_value = "projects/kinvolk-public/global/images/family/flatcar-alpha", help_heading = "GCE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "projects/kinvolk-public/global/images/family/flatcar-alpha",
+        help_heading = "GCE"
+    )]
     pub gce_image: String,
     /// GCE: project.
     #[arg(long, global = true, help_heading = "GCE")]
     pub gce_project: Option<String>,
     /// GCE: zone.
-    #[arg(long, global = true, default_value = "us-central1-a", help_heading = "GCE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "us-central1-a",
+        help_heading = "GCE"
+    )]
     pub gce_zone: String,
     /// GCE: machine type (default t2d-standard-1; t2a-standard-1 for arm64-usr).
     #[arg(long, global = true, help_heading = "GCE")]
@@ -123,22 +148,44 @@ pub struct CloudArgs {
     #[arg(long, global = true, alias = "packet-api-key", env = "METAL_AUTH_TOKEN", hide_env_values = true, value_parser = secret, help_heading = "Equinix Metal")]
     pub equinixmetal_api_key: Option<Secret>,
     /// Equinix Metal: project UUID.
-    #[arg(long, global = true, alias = "packet-project", env = "METAL_PROJECT_ID", help_heading = "Equinix Metal")]
+    #[arg(
+        long,
+        global = true,
+        alias = "packet-project",
+        env = "METAL_PROJECT_ID",
+        help_heading = "Equinix Metal"
+    )]
     pub equinixmetal_project: Option<String>,
     /// Equinix Metal: metro (`da`, `sv`, ...).
     #[arg(long, global = true, help_heading = "Equinix Metal")]
     pub equinixmetal_metro: Option<String>,
     /// Equinix Metal: plan.
-    #[arg(long, global = true, alias = "packet-plan", default_value = "c3.small.x86", help_heading = "Equinix Metal")]
+    #[arg(
+        long,
+        global = true,
+        alias = "packet-plan",
+        default_value = "c3.small.x86",
+        help_heading = "Equinix Metal"
+    )]
     pub equinixmetal_plan: String,
     /// Equinix Metal: operating system slug.
-    #[arg(long, global = true, default_value = "custom_ipxe", help_heading = "Equinix Metal")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "custom_ipxe",
+        help_heading = "Equinix Metal"
+    )]
     pub equinixmetal_os: String,
     /// Equinix Metal: iPXE script URL booting the image under test (for custom_ipxe).
     #[arg(long, global = true, help_heading = "Equinix Metal")]
     pub equinixmetal_ipxe_script_url: Option<String>,
     /// Equinix Metal: how long a device may take to become active, e.g. `30m`.
-    #[arg(long, global = true, default_value = "30m", help_heading = "Equinix Metal")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "30m",
+        help_heading = "Equinix Metal"
+    )]
     pub equinixmetal_launch_timeout: String,
     /// Equinix Metal: API endpoint.
     #[arg(long, global = true, default_value = bogie_platform_cloud::equinix::ENDPOINT, help_heading = "Equinix Metal")]
@@ -194,7 +241,10 @@ pub fn needs_local_image(platform: &str) -> bool {
 
 /// The platforms built here.
 pub fn handles(platform: &str) -> bool {
-    matches!(platform, "aws" | "azure" | "gce" | "equinix" | "external" | "pxe")
+    matches!(
+        platform,
+        "aws" | "azure" | "gce" | "equinix" | "external" | "pxe"
+    )
 }
 
 /// The image description for a platform whose image lives elsewhere (an AMI, a cloud
@@ -248,7 +298,8 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
 }
 
 fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
-    crate::cli::parse_duration(s).ok_or_else(|| input_error(format!("{flag} {s:?} is not a duration")))
+    crate::cli::parse_duration(s)
+        .ok_or_else(|| input_error(format!("{flag} {s:?} is not a duration")))
 }
 
 /// Builds the platform `name` (one of [`handles`]) from the flags.
@@ -286,7 +337,10 @@ pub fn make_platform(
             o.hosts = c
                 .external_host
                 .iter()
-                .map(|h| h.parse().map_err(|e| input_error(format!("--external-host {e}"))))
+                .map(|h| {
+                    h.parse()
+                        .map_err(|e| input_error(format!("--external-host {e}")))
+                })
                 .collect::<anyhow::Result<_>>()?;
             o.user = c.external_user.clone();
             o.key = c.external_key.clone();
@@ -301,7 +355,9 @@ pub fn make_platform(
             if let Some(m) = g.qemu.qemu_memory {
                 o.memory_mb = m;
             }
-            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             o.cpus = g
                 .qemu
                 .qemu_cpus
@@ -312,7 +368,9 @@ pub fn make_platform(
             let p = block_on(bogie_platform_pxe::PxePlatform::new(o))?.map_err(platform_err)?;
             Ok(Arc::new(p))
         }
-        other => Err(input_error(format!("platform {other:?} is not built into this bogie"))),
+        other => Err(input_error(format!(
+            "platform {other:?} is not built into this bogie"
+        ))),
     }
 }
 
@@ -412,7 +470,10 @@ fn gce_platform(
 fn equinix_provider(g: &Global) -> anyhow::Result<bogie_platform_cloud::equinix::Equinix> {
     use bogie_platform_cloud::equinix::{Equinix, EquinixOptions};
     let c = &g.cloud;
-    let key = c.equinixmetal_api_key.clone().unwrap_or_else(|| Secret::new(""));
+    let key = c
+        .equinixmetal_api_key
+        .clone()
+        .unwrap_or_else(|| Secret::new(""));
     let mut o = EquinixOptions::new(
         key,
         c.equinixmetal_project.as_deref().unwrap_or_default(),
@@ -424,7 +485,10 @@ fn equinix_provider(g: &Global) -> anyhow::Result<bogie_platform_cloud::equinix:
     o.operating_system = c.equinixmetal_os.clone();
     o.ipxe_script_url = c.equinixmetal_ipxe_script_url.clone();
     o.endpoint = c.equinixmetal_endpoint.clone();
-    o.launch_timeout = duration("--equinixmetal-launch-timeout", &c.equinixmetal_launch_timeout)?;
+    o.launch_timeout = duration(
+        "--equinixmetal-launch-timeout",
+        &c.equinixmetal_launch_timeout,
+    )?;
     Equinix::new(o).map_err(platform_err)
 }
 

@@ -2,6 +2,7 @@
 //! display. End-to-end tests drive it with their own registries of fixture tests.
 
 pub mod cli;
+pub mod cli_cloud;
 pub mod commands;
 pub mod progress;
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -83,6 +83,22 @@ pub struct MachineSpec {
     pub may_outlive: bool,
 }
 
+/// A frozen, ready machine further machines start from instead of booting (see
+/// [`Platform::supports_snapshots`]). Made by [`Machine::make_template`], used by
+/// [`Cluster::restore_machine`]; its files live in `dir`, which the harness removes at the
+/// end of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// Unique in the run (also the last component of `dir`).
+    pub id: String,
+    /// The directory holding the template's files (platform-specific content).
+    pub dir: PathBuf,
+}
+
+fn no_snapshots() -> PlatformError {
+    PlatformError::Machine("this platform does not support snapshots".into())
+}
+
 /// A booted (or booting) machine.
 #[async_trait]
 pub trait Machine: Send + Sync {
@@ -101,6 +117,13 @@ pub trait Machine: Send + Sync {
     /// Keeps the machine beyond this run: disarms teardown and returns a JSON description
     /// (written to `<machine dir>/kept.json`) that `bogie down` reads to tear it down later.
     async fn keep(&self) -> Result<serde_json::Value, PlatformError>;
+    /// Freezes this ready machine into a template under `dir` (created by the platform),
+    /// from which [`Cluster::restore_machine`] starts copies. The machine itself keeps
+    /// running afterwards, unchanged for its test. Platforms without snapshots refuse.
+    async fn make_template(&self, dir: &Path) -> Result<Template, PlatformError> {
+        let _ = dir;
+        Err(no_snapshots())
+    }
 }
 
 /// A group of machines that belong to one test attempt.
@@ -109,6 +132,18 @@ pub trait Cluster: Send + Sync {
     /// Boots one more machine in the cluster. It returns once the machine is started;
     /// the harness waits for SSH.
     async fn new_machine(&self, spec: MachineSpec) -> Result<Arc<dyn Machine>, PlatformError>;
+    /// Starts a machine from `template` instead of booting it: its own disk (a copy-on-write
+    /// layer over the template's), its own SSH port and console, the template's memory.
+    /// `spec.ignition` must be the config the template booted with (it is recorded, not
+    /// applied again). It returns once the machine runs; the harness waits for SSH.
+    async fn restore_machine(
+        &self,
+        spec: MachineSpec,
+        template: &Template,
+    ) -> Result<Arc<dyn Machine>, PlatformError> {
+        let _ = (spec, template);
+        Err(no_snapshots())
+    }
     /// Tears down every machine of the cluster (and any cluster-wide resources). Idempotent.
     async fn destroy(&self) -> Result<(), PlatformError>;
 }
@@ -127,6 +162,11 @@ pub trait Platform: Send + Sync {
     fn capabilities(&self) -> BTreeSet<String>;
     /// Creates a cluster.
     async fn new_cluster(&self, spec: ClusterSpec) -> Result<Box<dyn Cluster>, PlatformError>;
+    /// Whether machines can be frozen into templates and restored from them
+    /// ([`Machine::make_template`], [`Cluster::restore_machine`]).
+    fn supports_snapshots(&self) -> bool {
+        false
+    }
     /// Releases run-wide resources (keys, security groups, ...). Called once at the end.
     async fn shutdown(&self) -> Result<(), PlatformError> {
         Ok(())

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::{scan, ScanOptions};
 use crate::cluster::{BringUp, ClusterState, Phase, Skip, TestCluster, TestEnv, TestMachine};
 use crate::ignition::Config;
-use crate::platform::{ClusterSpec, MachineSpec, Platform, PlatformError};
+use crate::platform::{Cluster, ClusterSpec, MachineSpec, Platform, PlatformError};
+use crate::sharing::{Lease, SHARED_DIR};
+use crate::snapshot::{BootStats, Claim, CountingCluster, Templates};
 use crate::ssh::{SshKey, SshSession};
 use crate::test::Test;
 
@@ -118,20 +120,58 @@ pub(crate) async fn boot_machine(
     state: &Arc<ClusterState>,
     config: Option<Config>,
 ) -> anyhow::Result<TestMachine> {
+    boot_machine_with(state, config, None, None).await
+}
+
+/// [`boot_machine`], optionally through the run's `templates` (restore from the config's
+/// template, or make it once this machine is ready) and with the machine's own files in
+/// `<machine_root>/<id>` instead of the test's directory (shared machines).
+pub(crate) async fn boot_machine_with(
+    state: &Arc<ClusterState>,
+    config: Option<Config>,
+    templates: Option<&Arc<Templates>>,
+    machine_root: Option<&Path>,
+) -> anyhow::Result<TestMachine> {
     let config = machine_config(state, config);
     let rendered = config.render_pretty();
-    let spec = machine_spec(state, rendered);
-    std::fs::create_dir_all(&spec.dir)
-        .with_context(|| format!("creating {}", spec.dir.display()))?;
-    std::fs::write(spec.dir.join("ignition.json"), &spec.ignition)
-        .with_context(|| format!("writing {}/ignition.json", spec.dir.display()))?;
-    (state.phase)(Phase::Booting);
+    let mut spec = machine_spec(state, rendered);
     let dir = spec.dir.clone();
-    let machine = state
-        .cluster
-        .new_machine(spec)
-        .await
-        .map_err(|e| anyhow!(HarnessError(format!("platform error: {e}"))))?;
+    if let Some(root) = machine_root {
+        spec.dir = root.join(&spec.id);
+    }
+    for d in [&dir, &spec.dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        std::fs::write(d.join("ignition.json"), &spec.ignition)
+            .with_context(|| format!("writing {}/ignition.json", d.display()))?;
+    }
+    let claim = match templates {
+        Some(t) => t.claim(&crate::snapshot::template_key(&spec)).await,
+        None => Claim::Cold,
+    };
+    (state.phase)(Phase::Booting);
+    let platform_error = |e: PlatformError| anyhow!(HarnessError(format!("platform error: {e}")));
+    let (machine, restored) = match &claim {
+        Claim::Restore(t) => match state.cluster.restore_machine(spec.clone(), t).await {
+            Ok(m) => (m, true),
+            Err(e) => {
+                tracing::warn!(machine = %spec.id, error = %e, "restore failed; booting cold");
+                let m = state
+                    .cluster
+                    .new_machine(spec)
+                    .await
+                    .map_err(platform_error)?;
+                (m, false)
+            }
+        },
+        _ => {
+            let m = state
+                .cluster
+                .new_machine(spec)
+                .await
+                .map_err(platform_error)?;
+            (m, false)
+        }
+    };
     let tm = TestMachine {
         inner: machine.clone(),
         session: Arc::new(tokio::sync::Mutex::new(None)),
@@ -163,8 +203,23 @@ pub(crate) async fn boot_machine(
     .await
     .map_err(|e| anyhow!(HarnessError(format!("machine {} {e}", machine.id()))))?;
     *tm.session.lock().await = Some(Arc::new(session));
+    if restored {
+        // The guest's clock stands where the template's stood when it was frozen.
+        if let Err(e) = tm.must_ssh(&crate::snapshot::clock_command()).await {
+            tracing::warn!(machine = tm.id(), error = %e, "setting the clock of a restored machine");
+        }
+        let line = format!("machine {} started from a snapshot", tm.id());
+        let mut log = state.log.lock().expect("poisoned");
+        log.push_str(&line);
+        log.push('\n');
+    }
     (state.phase)(Phase::Checking);
     wait_settled(&tm, state.bring_up.settle_timeout).await?;
+    if let Claim::Build(b) = claim {
+        if let Err(e) = b.finish(machine.as_ref()).await {
+            tracing::warn!(machine = tm.id(), error = %e, "could not make a template; its config boots cold");
+        }
+    }
     Ok(tm)
 }
 
@@ -238,6 +293,61 @@ pub async fn run_attempt(
     number: u32,
     phase: Box<dyn Fn(Phase) + Send + Sync>,
 ) -> AttemptOutcome {
+    run_attempt_with(ctx, test, number, phase, AttemptExtras::default())
+        .await
+        .0
+}
+
+/// What an attempt may use beyond the test itself: the run's snapshot templates and a
+/// machine shared with the other tests of its unit (see [`crate::snapshot`] and
+/// [`crate::sharing`]).
+#[derive(Debug, Default)]
+pub struct AttemptExtras {
+    /// The run's templates: the test's one machine starts from its config's template (or
+    /// becomes it). Ignored for tests that cannot use one.
+    pub templates: Option<Arc<Templates>>,
+    /// A ready machine the previous test of the unit handed over: the test runs on it
+    /// instead of booting one.
+    pub lease: Option<Lease>,
+    /// More tests of the unit follow: when this attempt passes (or skips) and its machine
+    /// is still healthy, the machine is handed over instead of torn down.
+    pub reuse: bool,
+    /// Counts of machines started and reused.
+    pub stats: Option<Arc<BootStats>>,
+}
+
+/// Whether `test`'s machine may start from (or become) a snapshot template.
+pub fn can_use_template(test: &Test) -> bool {
+    test.cluster_size == 1
+        && !test.needs_first_boot
+        && test.extra_disks.is_empty()
+        && !test.flags.no_ssh_key_in_user_data
+}
+
+/// Where the console and journal of a shared machine's current test begin.
+struct SliceFrom {
+    console_offset: usize,
+    journal_cursor: Option<String>,
+}
+
+/// Runs one attempt of `test` with [`AttemptExtras`]; returns the outcome and, when the
+/// machine is handed over, the lease for the next test of the unit.
+pub async fn run_attempt_with(
+    ctx: &AttemptContext,
+    test: &Test,
+    number: u32,
+    phase: Box<dyn Fn(Phase) + Send + Sync>,
+    extras: AttemptExtras,
+) -> (AttemptOutcome, Option<Lease>) {
+    let AttemptExtras {
+        templates,
+        lease,
+        reuse,
+        stats,
+    } = extras;
+    let reuse = reuse && ctx.keep != KeepPolicy::All && test.cluster_size == 1;
+    let templates =
+        templates.filter(|_| can_use_template(test) && ctx.platform.supports_snapshots());
     let started = Utc::now();
     let t0 = Instant::now();
     let mut dir = ctx.out_dir.join(dir_name(&test.name));
@@ -259,17 +369,29 @@ pub async fn run_attempt(
     let mut skipped = None;
     let cluster = match std::fs::create_dir_all(&dir) {
         Err(e) => Err(PlatformError::io(format!("creating {}", dir.display()), e)),
-        Ok(()) => {
-            ctx.platform
+        Ok(()) => match &lease {
+            Some(l) => Ok(l.cluster.clone()),
+            None => ctx
+                .platform
                 .new_cluster(ClusterSpec {
                     name: format!("{}-{number}", dir_name(&test.name)),
                     dir: dir.clone(),
                 })
                 .await
-        }
+                .map(|c| {
+                    let c: Arc<dyn Cluster> = Arc::from(c);
+                    match &stats {
+                        Some(s) => Arc::new(CountingCluster {
+                            inner: c,
+                            stats: s.clone(),
+                        }),
+                        None => c,
+                    }
+                }),
+        },
     };
-    let cluster: Arc<dyn crate::platform::Cluster> = match cluster {
-        Ok(c) => Arc::from(c),
+    let cluster: Arc<dyn Cluster> = match cluster {
+        Ok(c) => c,
         Err(e) => {
             let msg = format!("platform error: {e}");
             return AttemptOutcome {
@@ -285,7 +407,8 @@ pub async fn run_attempt(
                 },
                 skipped: None,
                 kept: 0,
-            };
+            }
+            .with_lease(None);
         }
     };
     let state = Arc::new(ClusterState {
@@ -313,9 +436,57 @@ pub async fn run_attempt(
         state: state.clone(),
     };
 
+    // A shared machine's own files live apart from its tests' artifacts; each test's
+    // console and journal are the part written while it ran.
+    let shared_root = (reuse && lease.is_none()).then(|| ctx.out_dir.join(SHARED_DIR));
+    let mut slice_from = None;
+    let mut machine_dir = None;
+    let mut lease_ignition = None;
+    if let Some(l) = lease {
+        let mut m = l.machine.clone();
+        m.dir = dir.join(m.id());
+        m.cancel = cancel.clone();
+        let copied = std::fs::create_dir_all(&m.dir)
+            .and_then(|()| std::fs::write(m.dir.join("ignition.json"), &l.ignition));
+        if let Err(e) = copied {
+            tracing::warn!(machine = m.id(), error = %e, "writing the shared machine's artifacts");
+        }
+        state.machines.lock().expect("poisoned").push(m);
+        if let Some(s) = &stats {
+            s.add_reused();
+        }
+        slice_from = Some(SliceFrom {
+            console_offset: l.console_offset,
+            journal_cursor: l.journal_cursor.clone(),
+        });
+        machine_dir = Some(l.machine_dir.clone());
+        lease_ignition = Some(l.ignition.clone());
+        tc.log(format!(
+            "running on shared machine {} (its files are in {})",
+            l.machine.id(),
+            l.machine_dir.display()
+        ));
+    } else if shared_root.is_some() {
+        slice_from = Some(SliceFrom {
+            console_offset: 0,
+            journal_cursor: None,
+        });
+    }
+    let adopted = slice_from.is_some() && shared_root.is_none();
+
     let timeout = test.timeout.unwrap_or(ctx.default_timeout);
     let body = async {
-        if test.cluster_size > 0 {
+        if adopted {
+            // The machine was handed over, ready.
+        } else if test.cluster_size == 1 && (templates.is_some() || shared_root.is_some()) {
+            boot_machine_with(
+                &state,
+                test.config.clone(),
+                templates.as_ref(),
+                shared_root.as_deref(),
+            )
+            .await?;
+        } else if test.cluster_size > 0 {
             tc.new_machines(test.cluster_size, test.config.clone())
                 .await?;
         }
@@ -361,24 +532,37 @@ pub async fn run_attempt(
     let machines = tc.machines();
     let mut artifacts = Vec::new();
     let mut check_lines = Vec::new();
-    for m in &machines {
+    for (i, m) in machines.iter().enumerate() {
+        let slice = slice_from.as_ref().filter(|_| i == 0);
         let journal_path = m.dir().join("journal.txt");
+        let journal_cmd = match slice.and_then(|s| s.journal_cursor.as_deref()) {
+            Some(c) => format!(
+                "sudo journalctl --no-pager -o short-monotonic --after-cursor={}",
+                crate::cluster::shell_quote(c)
+            ),
+            None => "sudo journalctl --no-pager -o short-monotonic -b".to_string(),
+        };
         // On Ctrl-C, don't wait on SSH (a machine may still be booting): tear down now.
+        // Without the harness's key on the machine there is nothing to collect either.
+        let no_access = test.flags.no_ssh_key_in_user_data && m.session.lock().await.is_none();
         let journal = async {
-            if ctx.cancel.is_cancelled() {
+            if ctx.cancel.is_cancelled() || no_access {
                 return None;
             }
-            tokio::time::timeout(
-                Duration::from_secs(60),
-                m.ssh("sudo journalctl --no-pager -o short-monotonic -b"),
-            )
-            .await
-            .ok()
+            tokio::time::timeout(Duration::from_secs(60), m.ssh(&journal_cmd))
+                .await
+                .ok()
         };
         if let Some(Ok(out)) = journal.await {
             let _ = std::fs::write(&journal_path, &out.stdout);
         }
-        let console = m.console().await.unwrap_or_default();
+        let mut console = m.console().await.unwrap_or_default();
+        if let Some(s) = slice {
+            console = tail_from(&console, s.console_offset).to_string();
+            if let Err(e) = std::fs::write(m.dir().join("console.txt"), &console) {
+                tracing::warn!(machine = m.id(), error = %e, "writing the console part");
+            }
+        }
         let opts = ScanOptions {
             flags: test.flags,
             no_avc_checks: ctx.no_avc_checks,
@@ -451,19 +635,45 @@ pub async fn run_attempt(
         }
     }
 
+    // Hand a shared machine over to the next test, when it is still healthy.
+    let passed = failure.is_none();
+    let mut lease_out = None;
+    if reuse && passed && !ctx.cancel.is_cancelled() && machines.len() == 1 {
+        let m = &machines[0];
+        if let Some(next) = hand_over(m, test).await {
+            let ignition = match lease_ignition.take() {
+                Some(i) => i,
+                None => std::fs::read_to_string(m.dir().join("ignition.json")).unwrap_or_default(),
+            };
+            let machine_dir = machine_dir
+                .take()
+                .or_else(|| shared_root.as_ref().map(|r| r.join(m.id())))
+                .unwrap_or_else(|| m.dir().to_path_buf());
+            lease_out = Some(Lease {
+                cluster: cluster.clone(),
+                machine: m.clone(),
+                ignition,
+                journal_cursor: next.journal_cursor,
+                console_offset: next.console_offset,
+                machine_dir,
+            });
+        }
+    }
+
     // Tear down or keep.
     cancel.cancel();
-    let passed = failure.is_none();
     let keep = match ctx.keep {
         KeepPolicy::All => true,
         KeepPolicy::Failed => !passed && skipped.is_none(),
         KeepPolicy::None => false,
     };
-    if !keep {
+    if !keep && lease_out.is_none() {
         (state.phase)(Phase::Destroying);
     }
     let mut kept = 0;
-    if keep {
+    if lease_out.is_some() {
+        // The next test of the unit goes on with the machine.
+    } else if keep {
         for (m, a) in machines.iter().zip(artifacts.iter_mut()) {
             match m.platform_machine().keep().await {
                 Ok(desc) => {
@@ -504,6 +714,57 @@ pub async fn run_attempt(
         skipped,
         kept,
     }
+    .with_lease(lease_out)
+}
+
+impl AttemptOutcome {
+    fn with_lease(self, lease: Option<Lease>) -> (AttemptOutcome, Option<Lease>) {
+        (self, lease)
+    }
+}
+
+/// `text` from byte `offset` on (at the next character boundary; all of it when the
+/// offset is past the end, e.g. a console that was truncated).
+fn tail_from(text: &str, offset: usize) -> &str {
+    if offset > text.len() {
+        return text;
+    }
+    let mut o = offset;
+    while !text.is_char_boundary(o) {
+        o += 1;
+    }
+    &text[o..]
+}
+
+/// Checks that a machine can serve the next test (QEMU alive; with SSH access, systemd
+/// `running`) and notes where the next test's console and journal begin.
+async fn hand_over(m: &TestMachine, test: &Test) -> Option<SliceFrom> {
+    if !m.platform_machine().is_running().await {
+        return None;
+    }
+    let mut journal_cursor = None;
+    if !test.flags.no_ssh_key_in_user_data {
+        let out = m
+            .ssh("systemctl is-system-running; sudo journalctl -q --no-pager -n 1 -o cat --show-cursor")
+            .await
+            .ok()?
+            .stdout_str();
+        let mut lines = out.lines();
+        let state = lines.next().unwrap_or("").trim();
+        if state != "running" {
+            tracing::info!(machine = m.id(), state, "not handing the machine over");
+            return None;
+        }
+        journal_cursor = lines
+            .filter_map(|l| l.strip_prefix("-- cursor: "))
+            .last()
+            .map(str::to_string);
+    }
+    let console_offset = m.console().await.map(|c| c.len()).unwrap_or(0);
+    Some(SliceFrom {
+        console_offset,
+        journal_cursor,
+    })
 }
 
 /// The test ran out of time.

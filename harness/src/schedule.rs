@@ -17,8 +17,10 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::admission::Admission;
 use crate::cluster::Phase;
-use crate::runner::{run_attempt, AttemptContext};
+use crate::runner::{run_attempt_with, AttemptContext, AttemptExtras};
 use crate::select::Selected;
+use crate::sharing::{plan_units, Lease};
+use crate::snapshot::{BootStats, Templates};
 use crate::test::Test;
 
 /// What the scheduler reports while it works (for progress displays).
@@ -66,6 +68,14 @@ pub struct ScheduleOptions {
     pub admission: Option<Arc<Admission>>,
     /// Memory of one machine in MiB when neither the test nor the run says (admission).
     pub default_memory_mb: u32,
+    /// Start machines from snapshot templates when several tests' machines share a
+    /// first-boot config (on platforms that support it; see [`crate::snapshot`]).
+    pub snapshots: bool,
+    /// Run compatible non-exclusive tests one after another on one machine (see
+    /// [`crate::sharing`]).
+    pub share_machines: bool,
+    /// Counts of machines started, restored and reused, when the caller wants them.
+    pub stats: Option<Arc<BootStats>>,
 }
 
 /// Memory a test's machines need (MiB), for admission: its cluster size (at least one
@@ -114,12 +124,48 @@ pub async fn run_all(
         }
     }
     order(&mut runnable, &opts.durations);
+    let units = plan_units(
+        runnable,
+        opts.parallel,
+        &opts.durations,
+        opts.share_machines,
+        ctx.memory_mb,
+    );
+    // Templates pay off for configs that more than one unit boots.
+    let mut per_config: HashMap<String, usize> = HashMap::new();
+    for u in &units {
+        if let Some(k) = crate::snapshot::test_template_key(&u[0], ctx.memory_mb) {
+            *per_config.entry(k).or_default() += 1;
+        }
+    }
+    let templates = (opts.snapshots
+        && ctx.platform.supports_snapshots()
+        && per_config.values().any(|n| *n > 1))
+    .then(|| {
+        Templates::new(
+            ctx.platform.clone(),
+            ctx.out_dir.join(crate::snapshot::TEMPLATES_DIR),
+            opts.stats.clone(),
+        )
+    });
+    let worth: Arc<HashSet<String>> = Arc::new(
+        per_config
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect(),
+    );
+    let mut units = units;
+    if templates.is_some() {
+        crate::snapshot::cold_boots_first(&mut units, &worth, &opts.durations, ctx.memory_mb);
+    }
     let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
     let ctx = Arc::new(ctx);
     let opts = Arc::new(opts);
     let mut set = tokio::task::JoinSet::new();
-    // Tests are admitted one by one in order, so longest-first holds under any limit.
-    for t in runnable {
+    // Units are admitted one by one in order, so longest-first holds under any limit.
+    for unit in units {
+        let t = &unit[0];
         let permit = sem
             .clone()
             .acquire_owned()
@@ -133,15 +179,11 @@ pub async fn run_all(
             _ => None,
         };
         if ctx.cancel.is_cancelled() {
-            let mut r = TestResult::skipped(
-                &t.name,
-                &platform,
-                &arch,
-                "run interrupted before the test started",
-            );
-            r.tags = t.tags.clone();
-            let _ = events.send(Event::Finished(Box::new(r.clone())));
-            results.push(r);
+            for t in &unit {
+                let r = interrupted(t, &platform, &arch);
+                let _ = events.send(Event::Finished(Box::new(r.clone())));
+                results.push(r);
+            }
             continue;
         }
         let ctx = ctx.clone();
@@ -149,22 +191,60 @@ pub async fn run_all(
         let events = events.clone();
         let platform = platform.clone();
         let arch = arch.clone();
+        let templates = templates.clone();
+        let worth = worth.clone();
         set.spawn(async move {
             let _permit = permit;
             let _reservation = reservation;
-            let r = run_test(&ctx, &t, &opts, &events, &platform, &arch).await;
-            let _ = events.send(Event::Finished(Box::new(r.clone())));
-            r
+            let mut lease: Option<Lease> = None;
+            let mut out = Vec::with_capacity(unit.len());
+            for (i, t) in unit.iter().enumerate() {
+                let r = if ctx.cancel.is_cancelled() {
+                    interrupted(t, &platform, &arch)
+                } else {
+                    let templates = templates.clone().filter(|_| {
+                        crate::snapshot::test_template_key(t, ctx.memory_mb)
+                            .is_some_and(|k| worth.contains(&k))
+                    });
+                    let reuse = i + 1 < unit.len();
+                    let extras = (templates, &mut lease, reuse);
+                    run_test(&ctx, t, &opts, &events, &platform, &arch, extras).await
+                };
+                let _ = events.send(Event::Finished(Box::new(r.clone())));
+                out.push(r);
+            }
+            if let Some(l) = lease.take() {
+                l.release().await;
+            }
+            out
         });
     }
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(r) => results.push(r),
+            Ok(r) => results.extend(r),
             Err(e) => tracing::error!(error = %e, "a test task panicked"),
         }
     }
+    if let Some(t) = templates {
+        t.cleanup();
+    }
     results
 }
+
+fn interrupted(t: &Test, platform: &str, arch: &str) -> TestResult {
+    let mut r = TestResult::skipped(
+        &t.name,
+        platform,
+        arch,
+        "run interrupted before the test started",
+    );
+    r.tags = t.tags.clone();
+    r
+}
+
+/// A test's share of its unit: the run's templates (when its config has one), the machine
+/// the previous test handed over (in and out), and whether a next test wants it.
+type UnitExtras<'a> = (Option<Arc<Templates>>, &'a mut Option<Lease>, bool);
 
 async fn run_test(
     ctx: &AttemptContext,
@@ -173,6 +253,7 @@ async fn run_test(
     events: &mpsc::UnboundedSender<Event>,
     platform: &str,
     arch: &str,
+    (templates, lease, reuse): UnitExtras<'_>,
 ) -> TestResult {
     let mut attempts = Vec::new();
     let mut number = 1;
@@ -194,10 +275,20 @@ async fn run_test(
         let outcome = {
             let ctx = ctx.clone();
             let t2 = t.clone();
-            tokio::spawn(async move { run_attempt(&ctx, &t2, number, phase).await }).await
+            let extras = AttemptExtras {
+                templates: templates.clone(),
+                lease: lease.take(),
+                reuse,
+                stats: opts.stats.clone(),
+            };
+            tokio::spawn(async move { run_attempt_with(&ctx, &t2, number, phase, extras).await })
+                .await
         };
         let outcome = match outcome {
-            Ok(o) => o,
+            Ok((o, handed_over)) => {
+                *lease = handed_over;
+                o
+            }
             Err(e) => {
                 let msg = format!("the test panicked: {e}");
                 crate::runner::AttemptOutcome {

@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +35,18 @@ fn encode(line: &Line) -> Result<String> {
 }
 
 /// Appends test results to `results.jsonl` as they finish. Each line is written whole with a
-/// single `write`, then flushed and fsynced. Shareable between tasks (`&self` methods).
+/// single `write` and flushed, so a killed bogie loses nothing it recorded; fsyncs (against
+/// a host crash) are grouped: at most one per [`SYNC_INTERVAL`], and one when the sink is
+/// dropped. Shareable between tasks (`&self` methods).
 #[derive(Debug)]
 pub struct ResultsSink {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<(File, Option<Instant>)>,
 }
+
+/// The longest a recorded line waits for its fsync while more lines follow (10,000 tests
+/// that each waited for their own fsync would spend tens of seconds on them).
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 impl ResultsSink {
     /// Starts `<out_dir>/reports/results.jsonl` afresh (an old file is truncated) with the run
@@ -68,7 +75,7 @@ impl ResultsSink {
             .map_err(|e| ReportError::io(&path, e))?;
         let sink = ResultsSink {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new((file, None)),
         };
         sink.write_line(&Line::Run(Box::new(info.clone())))?;
         Ok(sink)
@@ -101,7 +108,7 @@ impl ResultsSink {
             .map_err(|e| ReportError::io(&path, e))?;
         Ok(ResultsSink {
             path,
-            file: Mutex::new(file),
+            file: Mutex::new((file, None)),
         })
     }
 
@@ -115,14 +122,35 @@ impl ResultsSink {
         &self.path
     }
 
+    /// Fsyncs what was recorded so far.
+    pub fn sync(&self) -> Result<()> {
+        let mut g = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.sync_data()
+            .map_err(|e| ReportError::io(&self.path, e))?;
+        g.1 = Some(Instant::now());
+        Ok(())
+    }
+
     fn write_line(&self, line: &Line) -> Result<()> {
         let text = encode(line)?;
         // A poisoned lock only means another writer panicked; the file is still fine.
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let (f, last_sync) = &mut *g;
         f.write_all(text.as_bytes())
             .and_then(|()| f.flush())
-            .and_then(|()| f.sync_data())
-            .map_err(|e| ReportError::io(&self.path, e))
+            .map_err(|e| ReportError::io(&self.path, e))?;
+        if last_sync.is_none_or(|t| t.elapsed() >= SYNC_INTERVAL) {
+            f.sync_data().map_err(|e| ReportError::io(&self.path, e))?;
+            *last_sync = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ResultsSink {
+    fn drop(&mut self) {
+        let g = self.file.get_mut().unwrap_or_else(|p| p.into_inner());
+        let _ = g.0.sync_data();
     }
 }
 

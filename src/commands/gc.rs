@@ -23,7 +23,11 @@ pub async fn gc(g: &Global, args: GcArgs) -> anyhow::Result<u8> {
         dry_run: args.dry_run,
     };
     let report = crate::cli_cloud::collect(g, &platform, &opts).await?;
-    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     for item in &report.deleted {
         println!("{verb} {item}");
     }

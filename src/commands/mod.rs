@@ -1,8 +1,10 @@
 //! Subcommand implementations, one module per subcommand; shared helpers here.
 
+pub mod bench;
 pub mod check_console;
 pub mod down;
 pub mod gating;
+pub mod gc;
 pub mod list;
 pub mod report;
 pub mod spawn;
@@ -40,6 +42,8 @@ pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
         Command::Spawn(args) => spawn::spawn(&cli.global, args).await,
         Command::Down(args) => down::down(&cli.global, args),
         Command::Report(cmd) => report::report(&cli.global, cmd),
+        Command::Gc(args) => gc::gc(&cli.global, args).await,
+        Command::Bench(args) => bench::bench(&cli.global, args).await,
     }
 }
 
@@ -182,6 +186,9 @@ pub(crate) fn make_platform(
             let p = bogie_platform_qemu::QemuPlatform::new(o).map_err(platform_input)?;
             Ok(Arc::new(p))
         }
+        cloud if crate::cli_cloud::handles(cloud) => {
+            crate::cli_cloud::make_platform(g, cloud, image, arch, parallel)
+        }
         other => Err(input_error(format!(
             "platform {other:?} is not built into this bogie yet"
         ))),
@@ -256,6 +263,17 @@ pub(crate) fn filter_for(
 }
 
 async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u8> {
+    let stats = Arc::new(bogie_harness::snapshot::BootStats::default());
+    run_counted(g, args, registry, stats).await
+}
+
+/// `bogie run`, counting machine starts in `stats` (for `bogie bench`).
+pub(crate) async fn run_counted(
+    g: &Global,
+    args: RunArgs,
+    registry: &Registry,
+    stats: Arc<bogie_harness::snapshot::BootStats>,
+) -> anyhow::Result<u8> {
     let platform_name = platform_name(g)?;
     let par = parallel(g)?;
     let timeout = cli::parse_duration(&args.timeout)
@@ -273,7 +291,12 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     } else {
         g.clone()
     };
-    let image = load_image(g)?;
+    // Clouds boot their own image (an AMI, ...): --qemu-image only describes it, if given.
+    let image = if crate::cli_cloud::needs_local_image(&platform_name) {
+        load_image(g)?
+    } else {
+        crate::cli_cloud::remote_image(g, &platform_name)?
+    };
     let arch = resolve_arch(g, Some(&image))?;
     let version = image_version(g, Some(&image))?;
     // Validate the selection before booting anything.
@@ -315,7 +338,9 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         channel: g.channel.clone().unwrap_or_default(),
         image: image.path.display().to_string(),
         shard: gating.sharding.map(|s| s.to_string()),
-        cmdline: std::env::args().collect(),
+        cmdline: std::env::args()
+            .map(|a| bogie_platform_common::redact(&a))
+            .collect(),
         started: chrono::Utc::now(),
     };
 
@@ -384,6 +409,9 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
         admission: (g.parallel == "auto" && platform_name == "qemu")
             .then(bogie_harness::admission::Admission::from_proc_meminfo),
         default_memory_mb: 1024,
+        snapshots: !args.no_snapshot,
+        share_machines: !args.no_share,
+        stats: Some(stats.clone()),
     };
     let planned = selected
         .iter()
@@ -411,6 +439,13 @@ async fn run(g: &Global, args: RunArgs, registry: &Registry) -> anyhow::Result<u
     report.tests.sort_by(|a, b| a.name.cmp(&b.name));
     write_reports(&report, &out, g.tapfile.as_deref())?;
     crate::progress::print_summary(&report, &out, &key_path);
+    let c = stats.counts();
+    if c.restored + c.reused > 0 {
+        println!(
+            "machines: {} booted, {} started from snapshots, {} tests on shared machines",
+            c.cold, c.restored, c.reused
+        );
+    }
     gating::print_flaky_note(&report, args.allow_flaky);
     if let Some(old) = &gating.baseline {
         println!();
@@ -514,6 +549,7 @@ fn spawn_signal_handler(cancel: CancellationToken) {
                 eprintln!("\ninterrupted: tearing down machines (again to exit at once)");
                 cancel.cancel();
             } else {
+                bogie_harness::snapshot::remove_all_templates_now();
                 std::process::exit(130);
             }
         }

@@ -70,7 +70,8 @@ pub fn tests() -> Vec<Test> {
                 r#"{"ignition":{"version":"3.0.0"},
                     "storage":{"files":[{"path":"/etc/ignition-ran","mode":420,
                                          "contents":{"source":"data:,Ignition%20ran."}}]}}"#,
-            )),
+            ))
+            .needs_first_boot(),
         Test::new("cl.ignition.v1.once", |c| async move {
             boot_v1(&c, V1_ONCE).await?;
             runs_once(c).await
@@ -78,7 +79,8 @@ pub fn tests() -> Vec<Test> {
         .description("spec 1: a file Ignition wrote and the test removed is not written again on the next boot")
         .cluster_size(0)
         .platforms(&q_az())
-        .requires(&["flatcar", "flatcar-partitions"]),
+        .requires(&["flatcar", "flatcar-partitions"])
+        .needs_first_boot(),
         Test::new("cl.ignition.translation", translation)
             .description("a spec-2.3 config with networkd units and a link is translated and applied")
             .platforms(&q_az())
@@ -104,7 +106,8 @@ pub fn tests() -> Vec<Test> {
             // The test image boots its kernel directly with `quiet` already on the command
             // line and runs no kargs stage: the check means something only on Flatcar.
             .requires(&["flatcar"])
-            .config(Config::new().merge(json!({"kernelArguments": {"shouldExist": ["quiet"]}}))),
+            .config(Config::new().merge(json!({"kernelArguments": {"shouldExist": ["quiet"]}})))
+            .needs_first_boot(),
         Test::new("cl.ignition.luks", luks)
             .description("Ignition creates a LUKS volume on USR-B and a filesystem on it mounted at /var/lib/data")
             .platforms(&q_az())

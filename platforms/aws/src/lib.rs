@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_ec2::types::{ArchitectureValues, Filter, Tag, TagSpecification};
 use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::types::{ArchitectureValues, Filter, Tag, TagSpecification};
 use bogie_harness::{Arch, Cluster, ClusterSpec, ImageInfo, Platform, PlatformError};
 use bogie_platform_common::{redact, RunTags};
 use tokio::sync::OnceCell;
@@ -119,7 +119,7 @@ pub struct ClientOptions {
 /// Loads the SDK configuration: bogie's rustls (ring) HTTP client, the region, profile and
 /// credentials file when given, timeouts.
 pub async fn sdk_config(o: &ClientOptions) -> aws_config::SdkConfig {
-    use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+    use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
     use aws_smithy_http_client::tls;
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -138,9 +138,9 @@ pub async fn sdk_config(o: &ClientOptions) -> aws_config::SdkConfig {
         loader = loader.profile_name(p);
     }
     if let Some(f) = &o.credentials_file {
-        let files = ProfileFiles::builder()
+        let files = EnvConfigFiles::builder()
             .include_default_config_file(true)
-            .with_file(ProfileFileKind::Credentials, f)
+            .with_file(EnvConfigFileKind::Credentials, f)
             .build();
         loader = loader.profile_files(files);
     }
@@ -195,7 +195,8 @@ pub(crate) fn tag_spec(tags: &RunTags, rt: ResourceType, name: &str) -> TagSpeci
     for (k, v) in tags.pairs() {
         b = b.tags(Tag::builder().key(k).value(v).build());
     }
-    b.tags(Tag::builder().key("Name").value(name).build()).build()
+    b.tags(Tag::builder().key("Name").value(name).build())
+        .build()
 }
 
 /// The value of tag `key` in a tag list.

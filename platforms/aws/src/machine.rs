@@ -19,7 +19,7 @@ use bogie_platform_common::ignition::{ssh_keys, write_console};
 use bogie_platform_common::tags::sanitize_name;
 use serde_json::json;
 
-use crate::{api_err, err_code, filter, tag_spec, Inner};
+use crate::{api_err, err_code, tag_spec, Inner};
 
 const RUNNING: u8 = 0;
 const KEPT: u8 = 1;
@@ -35,7 +35,10 @@ fn machine_err(msg: impl Into<String>) -> PlatformError {
 }
 
 /// Imports the run's SSH key once (the first machine's config names it).
-async fn ensure_key_pair(inner: &Inner, spec: &MachineSpec) -> Result<Option<String>, PlatformError> {
+async fn ensure_key_pair(
+    inner: &Inner,
+    spec: &MachineSpec,
+) -> Result<Option<String>, PlatformError> {
     inner
         .key_pair
         .get_or_try_init(|| async {
@@ -182,7 +185,12 @@ impl AwsCluster {
         let key = ensure_key_pair(inner, &spec).await?;
         let sg = ensure_security_group(inner).await?;
         let name = sanitize_name(
-            &format!("{}-{}-{}", inner.tags.name(&[], 255), self.spec.name, spec.id),
+            &format!(
+                "{}-{}-{}",
+                inner.tags.name(&[], 255),
+                self.spec.name,
+                spec.id
+            ),
             255,
         );
         let user_data = base64::engine::general_purpose::STANDARD.encode(spec.ignition.as_bytes());
@@ -201,7 +209,8 @@ impl AwsCluster {
             req = req.key_name(k);
         }
         if let Some(p) = &inner.opts.iam_profile {
-            req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
         if let Some(s) = &inner.opts.subnet {
             req = req.subnet_id(s);
@@ -240,7 +249,15 @@ impl AwsCluster {
             let (state, ip) = describe(inner, &id).await?;
             match (state, ip) {
                 (Some(InstanceStateName::Running), Some(ip)) => break ip,
-                (Some(s @ (InstanceStateName::Terminated | InstanceStateName::ShuttingDown | InstanceStateName::Stopped | InstanceStateName::Stopping)), _) => {
+                (
+                    Some(
+                        s @ (InstanceStateName::Terminated
+                        | InstanceStateName::ShuttingDown
+                        | InstanceStateName::Stopped
+                        | InstanceStateName::Stopping),
+                    ),
+                    _,
+                ) => {
                     let console = machine.fetch_console().await.unwrap_or_default();
                     write_console(&machine.dir, &console);
                     return Err(machine_err(format!(
@@ -423,8 +440,7 @@ impl Machine for AwsMachine {
         {
             return Ok(());
         }
-        if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(30), self.fetch_console()).await
+        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(30), self.fetch_console()).await
         {
             let mut cur = self.console.lock().expect("poisoned");
             if c.len() >= cur.len() {
@@ -455,7 +471,10 @@ impl Machine for AwsMachine {
             .compare_exchange(RUNNING, KEPT, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return Err(machine_err(format!("machine {} is already torn down", self.id)));
+            return Err(machine_err(format!(
+                "machine {} is already torn down",
+                self.id
+            )));
         }
         for (id, kept) in self.inner.launched.lock().expect("poisoned").iter_mut() {
             if *id == self.instance_id {
@@ -519,7 +538,9 @@ pub(crate) async fn shutdown(inner: &Inner) -> Result<(), PlatformError> {
                     .reservations()
                     .iter()
                     .flat_map(|r| r.instances())
-                    .all(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)),
+                    .all(|i| {
+                        i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Terminated)
+                    }),
                 Err(e) if err_code(&e) == "InvalidInstanceID.NotFound" => true,
                 Err(e) => {
                     errors.push(api_err("DescribeInstances", e).to_string());
@@ -548,12 +569,21 @@ pub(crate) async fn shutdown(inner: &Inner) -> Result<(), PlatformError> {
             // Deleting can fail for a while after termination (network interfaces linger).
             let start = Instant::now();
             loop {
-                match inner.client.delete_security_group().group_id(&g).send().await {
+                match inner
+                    .client
+                    .delete_security_group()
+                    .group_id(&g)
+                    .send()
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(security_group = %g, "deleted");
                         break;
                     }
-                    Err(e) if err_code(&e) == "DependencyViolation" && start.elapsed() < Duration::from_secs(300) => {
+                    Err(e)
+                        if err_code(&e) == "DependencyViolation"
+                            && start.elapsed() < Duration::from_secs(300) =>
+                    {
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
                     Err(e) if err_code(&e) == "InvalidGroup.NotFound" => break,

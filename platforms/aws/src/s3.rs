@@ -72,7 +72,9 @@ impl S3 {
 
     /// The URL of a bucket or object.
     pub fn url(&self, bucket: &str, key: Option<&str>) -> String {
-        let path = key.map(|k| format!("/{}", encode_key(k))).unwrap_or_default();
+        let path = key
+            .map(|k| format!("/{}", encode_key(k)))
+            .unwrap_or_default();
         match &self.endpoint {
             Some(e) => format!("{e}/{bucket}{path}"),
             None => format!("https://{bucket}.s3.{}.amazonaws.com{path}", self.region),
@@ -151,7 +153,12 @@ impl S3 {
     }
 
     /// Uploads a file as one object (PutObject takes up to 5 GiB), streaming it.
-    pub async fn put_file(&self, bucket: &str, key: &str, file: &Path) -> Result<(), PlatformError> {
+    pub async fn put_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        file: &Path,
+    ) -> Result<(), PlatformError> {
         let f = tokio::fs::File::open(file)
             .await
             .map_err(|e| PlatformError::io(format!("opening {}", file.display()), e))?;

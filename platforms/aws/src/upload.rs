@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    ArchitectureValues, BlockDeviceMapping, BootModeValues, DiskImageFormat, EbsBlockDevice,
-    ResourceType, SnapshotDiskContainer, UserBucket, VolumeType,
+    ArchitectureValues, BlockDeviceMapping, BootModeValues, EbsBlockDevice, ResourceType,
+    SnapshotDiskContainer, UserBucket, VolumeType,
 };
 use bogie_harness::{Arch, PlatformError};
 use bogie_platform_common::RunTags;
@@ -174,7 +174,11 @@ impl UploadBackend for Ec2Upload {
                     )
                     .build(),
             )
-            .tag_specifications(tag_spec(&req.tags, ResourceType::ImportSnapshotTask, &req.name))
+            .tag_specifications(tag_spec(
+                &req.tags,
+                ResourceType::ImportSnapshotTask,
+                &req.name,
+            ))
             .send()
             .await
             .map_err(|e| api_err("ImportSnapshot", e))?;
@@ -287,10 +291,16 @@ mod tests {
 
     #[test]
     fn formats_from_names() {
-        assert_eq!(DiskFormat::from_path(Path::new("x/flatcar_production_ami_vmdk_image.vmdk")), DiskFormat::Vmdk);
+        assert_eq!(
+            DiskFormat::from_path(Path::new("x/flatcar_production_ami_vmdk_image.vmdk")),
+            DiskFormat::Vmdk
+        );
         assert_eq!(DiskFormat::from_path(Path::new("a.vhd")), DiskFormat::Vhd);
         assert_eq!(DiskFormat::from_path(Path::new("a.bin")), DiskFormat::Raw);
         assert_eq!(DiskFormat::Vmdk.as_str(), "VMDK");
-        let _ = DiskImageFormat::Vmdk; // the SDK's enum agrees on the spelling
+        assert_eq!(
+            aws_sdk_ec2::types::DiskImageFormat::Vmdk.as_str(),
+            DiskFormat::Vmdk.as_str()
+        );
     }
 }

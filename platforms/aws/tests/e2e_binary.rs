@@ -10,7 +10,6 @@ use base64::Engine;
 use bogie_platform_common::tags::TAG_BASENAME;
 use support::{ami, bogie_binary, client, Moto};
 
-
 fn bogie(moto: &Moto) -> Command {
     let mut c = Command::new(bogie_binary());
     c.env("AWS_ENDPOINT_URL_EC2", &moto.url)
@@ -29,10 +28,26 @@ async fn bogie_run_on_aws_fails_as_harness_and_cleans_up() {
     let x86 = ami(&c, ArchitectureValues::X8664).await;
     let out = tempfile::tempdir().unwrap();
     let basename = format!("e2e{}", std::process::id());
+    let mut cmd = bogie(&moto); // builds the binary first
     let started = std::time::Instant::now();
-    let o = bogie(&moto)
-        .args(["run", "-p", "aws", "--aws-ami", &x86, "--aws-region", "us-east-1"])
-        .args(["--basename", &basename, "--ssh-timeout", "1s", "--ssh-retries", "1"])
+    let o = cmd
+        .args([
+            "run",
+            "-p",
+            "aws",
+            "--aws-ami",
+            &x86,
+            "--aws-region",
+            "us-east-1",
+        ])
+        .args([
+            "--basename",
+            &basename,
+            "--ssh-timeout",
+            "1s",
+            "--ssh-retries",
+            "1",
+        ])
         .arg("--output-dir")
         .arg(out.path())
         .arg("cl.basic")
@@ -40,8 +55,16 @@ async fn bogie_run_on_aws_fails_as_harness_and_cleans_up() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(started.elapsed().as_secs() < 150, "took {:?}", started.elapsed());
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 150,
+        "took {:?}",
+        started.elapsed()
+    );
 
     // The report says cl.basic failed, class harness.
     let jsonl = std::fs::read_to_string(out.path().join("reports/results.jsonl")).unwrap();
@@ -59,8 +82,13 @@ async fn bogie_run_on_aws_fails_as_harness_and_cleans_up() {
     let insts = lifecycle_instances(&c, &basename).await;
     assert_eq!(insts.len(), 1, "{insts:?}");
     let i = &insts[0];
-    assert_eq!(i.state().and_then(|s| s.name()), Some(&InstanceStateName::Terminated));
-    let machine = test["attempts"][0]["machines"][0]["ignition"].as_str().unwrap();
+    assert_eq!(
+        i.state().and_then(|s| s.name()),
+        Some(&InstanceStateName::Terminated)
+    );
+    let machine = test["attempts"][0]["machines"][0]["ignition"]
+        .as_str()
+        .unwrap();
     let ign = std::fs::read_to_string(out.path().join(machine)).unwrap();
     let ud = c
         .describe_instance_attribute()
@@ -78,13 +106,26 @@ async fn bogie_run_on_aws_fails_as_harness_and_cleans_up() {
         .name(format!("tag:{TAG_BASENAME}"))
         .values(&basename)
         .build();
-    let k = c.describe_key_pairs().filters(f.clone()).send().await.unwrap();
+    let k = c
+        .describe_key_pairs()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
     assert!(k.key_pairs().is_empty(), "{:?}", k.key_pairs());
-    let g = c.describe_security_groups().filters(f).send().await.unwrap();
+    let g = c
+        .describe_security_groups()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
     assert!(g.security_groups().is_empty(), "{:?}", g.security_groups());
 }
 
-async fn lifecycle_instances(c: &aws_sdk_ec2::Client, basename: &str) -> Vec<aws_sdk_ec2::types::Instance> {
+async fn lifecycle_instances(
+    c: &aws_sdk_ec2::Client,
+    basename: &str,
+) -> Vec<aws_sdk_ec2::types::Instance> {
     let out = c
         .describe_instances()
         .filters(
@@ -96,7 +137,11 @@ async fn lifecycle_instances(c: &aws_sdk_ec2::Client, basename: &str) -> Vec<aws
         .send()
         .await
         .unwrap();
-    out.reservations().iter().flat_map(|r| r.instances()).cloned().collect()
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,18 +153,45 @@ async fn bogie_gc_on_aws_removes_a_planted_leftover() {
     let young = support::plant(&c, &x86, "nightly", 2, "running-run").await;
     let foreign = support::plant(&c, &x86, "other", 48, "other-run").await;
     let o = bogie(&moto)
-        .args(["gc", "-p", "aws", "--aws-region", "us-east-1", "--older-than", "6h", "--basename", "nightly"])
+        .args([
+            "gc",
+            "-p",
+            "aws",
+            "--aws-region",
+            "us-east-1",
+            "--older-than",
+            "6h",
+            "--basename",
+            "nightly",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains(&format!("deleted instance {}", old.0)), "{stdout}");
-    assert!(stdout.contains(&format!("deleted key-pair {}", old.1)), "{stdout}");
-    assert!(stdout.contains(&format!("deleted security-group {}", old.2)), "{stdout}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("deleted instance {}", old.0)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("deleted key-pair {}", old.1)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("deleted security-group {}", old.2)),
+        "{stdout}"
+    );
     assert_eq!(support::exists(&c, &old).await, (false, false, false));
     assert_eq!(support::exists(&c, &young).await, (true, true, true));
     assert_eq!(support::exists(&c, &foreign).await, (true, true, true));
     // A bad age is an input error.
-    let o = bogie(&moto).args(["gc", "-p", "aws", "--older-than", "soon"]).output().unwrap();
+    let o = bogie(&moto)
+        .args(["gc", "-p", "aws", "--older-than", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }

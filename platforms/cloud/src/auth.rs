@@ -44,7 +44,9 @@ pub struct AzureToken {
 
 impl std::fmt::Debug for AzureToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureToken").field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("AzureToken")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,51 +66,60 @@ impl AzureToken {
     ) -> Result<(AzureToken, Option<String>), PlatformError> {
         bogie_platform_common::http::install_crypto_provider();
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (cred, sub): (Arc<dyn azure_core::credentials::TokenCredential>, Option<String>) =
-            if let Some(f) = auth_file {
-                let text = std::fs::read_to_string(f).map_err(|e| {
-                    PlatformError::Input(format!("--azure-auth {}: {e}", f.display()))
-                })?;
-                let v: Value = serde_json::from_str(&text).map_err(|e| {
-                    PlatformError::Input(format!("--azure-auth {}: not JSON: {e}", f.display()))
-                })?;
-                let field = |k: &str| {
-                    v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+        let (cred, sub): (
+            Arc<dyn azure_core::credentials::TokenCredential>,
+            Option<String>,
+        ) = if let Some(f) = auth_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| PlatformError::Input(format!("--azure-auth {}: {e}", f.display())))?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| {
+                PlatformError::Input(format!("--azure-auth {}: not JSON: {e}", f.display()))
+            })?;
+            let field = |k: &str| {
+                v.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
                         PlatformError::Input(format!("--azure-auth {}: no {k}", f.display()))
                     })
-                };
-                let secret = field("clientSecret")?;
-                bogie_platform_common::redact::register(&secret);
-                let c = azure_identity::ClientSecretCredential::new(
-                    &field("tenantId")?,
-                    field("clientId")?,
-                    secret.into(),
-                    None,
-                )
-                .map_err(azure_err)?;
-                (c, v.get("subscriptionId").and_then(Value::as_str).map(str::to_string))
-            } else if let (Some(t), Some(c), Some(s)) = (
-                env("AZURE_TENANT_ID"),
-                env("AZURE_CLIENT_ID"),
-                env("AZURE_CLIENT_SECRET"),
-            ) {
-                bogie_platform_common::redact::register(&s);
-                (
-                    azure_identity::ClientSecretCredential::new(&t, c, s.into(), None)
-                        .map_err(azure_err)?,
-                    None,
-                )
-            } else if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-                (
-                    azure_identity::WorkloadIdentityCredential::new(None).map_err(azure_err)?,
-                    None,
-                )
-            } else {
-                (
-                    azure_identity::DeveloperToolsCredential::new(None).map_err(azure_err)?,
-                    None,
-                )
             };
+            let secret = field("clientSecret")?;
+            bogie_platform_common::redact::register(&secret);
+            let c = azure_identity::ClientSecretCredential::new(
+                &field("tenantId")?,
+                field("clientId")?,
+                secret.into(),
+                None,
+            )
+            .map_err(azure_err)?;
+            (
+                c,
+                v.get("subscriptionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
+        } else if let (Some(t), Some(c), Some(s)) = (
+            env("AZURE_TENANT_ID"),
+            env("AZURE_CLIENT_ID"),
+            env("AZURE_CLIENT_SECRET"),
+        ) {
+            bogie_platform_common::redact::register(&s);
+            (
+                azure_identity::ClientSecretCredential::new(&t, c, s.into(), None)
+                    .map_err(azure_err)?,
+                None,
+            )
+        } else if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+            (
+                azure_identity::WorkloadIdentityCredential::new(None).map_err(azure_err)?,
+                None,
+            )
+        } else {
+            (
+                azure_identity::DeveloperToolsCredential::new(None).map_err(azure_err)?,
+                None,
+            )
+        };
         Ok((
             AzureToken {
                 cred,
@@ -161,7 +172,9 @@ impl std::fmt::Debug for GoogleToken {
             GoogleKind::Metadata => "metadata server".into(),
             GoogleKind::Gcloud => "gcloud".into(),
         };
-        f.debug_struct("GoogleToken").field("kind", &kind).finish_non_exhaustive()
+        f.debug_struct("GoogleToken")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,7 +184,9 @@ fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
         .filter(|l| !l.starts_with("-----"))
         .collect::<Vec<_>>()
         .concat();
-    base64::engine::general_purpose::STANDARD.decode(body.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -181,7 +196,8 @@ fn b64url(bytes: &[u8]) -> String {
 impl GoogleToken {
     /// From a service account JSON key file (`--gce-json-key`).
     pub fn from_key_file(path: &Path) -> Result<GoogleToken, PlatformError> {
-        let bad = |why: String| PlatformError::Input(format!("--gce-json-key {}: {why}", path.display()));
+        let bad =
+            |why: String| PlatformError::Input(format!("--gce-json-key {}: {why}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
         Self::from_key_json(&text).map_err(|e| bad(e.to_string()))
     }
@@ -199,8 +215,9 @@ impl GoogleToken {
         let pem = field("private_key")?;
         let der = pem_to_der(&pem)
             .ok_or_else(|| PlatformError::Input("private_key is not PEM".into()))?;
-        ring::signature::RsaKeyPair::from_pkcs8(&der)
-            .map_err(|e| PlatformError::Input(format!("private_key is not a PKCS#8 RSA key: {e}")))?;
+        ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| {
+            PlatformError::Input(format!("private_key is not a PKCS#8 RSA key: {e}"))
+        })?;
         Ok(GoogleToken {
             kind: GoogleKind::Key {
                 email: field("client_email")?,
@@ -231,7 +248,13 @@ impl GoogleToken {
 
     /// The signed JWT assertion for the token endpoint (service account keys only).
     pub fn assertion(&self, now: u64) -> Result<Option<String>, PlatformError> {
-        let GoogleKind::Key { email, key_id, der, token_uri } = &self.kind else {
+        let GoogleKind::Key {
+            email,
+            key_id,
+            der,
+            token_uri,
+        } = &self.kind
+        else {
             return Ok(None);
         };
         let header = json!({"alg": "RS256", "typ": "JWT", "kid": key_id});
@@ -292,7 +315,10 @@ impl GoogleToken {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
                 if !status.is_success() {
-                    return Err(api_error("oauth2", format!("token exchange: HTTP {status}: {text}")));
+                    return Err(api_error(
+                        "oauth2",
+                        format!("token exchange: HTTP {status}: {text}"),
+                    ));
                 }
                 parse(&serde_json::from_str(&text).unwrap_or(Value::Null))
             }

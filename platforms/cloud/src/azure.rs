@@ -164,7 +164,11 @@ fn with_version(id: &str) -> String {
 
 impl Azure {
     /// A provider with credentials from [`AzureToken::from_environment`].
-    pub fn new(opts: AzureOptions, arch: Arch, auth_file: Option<PathBuf>) -> Result<Azure, PlatformError> {
+    pub fn new(
+        opts: AzureOptions,
+        arch: Arch,
+        auth_file: Option<PathBuf>,
+    ) -> Result<Azure, PlatformError> {
         let scope = if opts.endpoint == ARM_ENDPOINT {
             crate::auth::ARM_SCOPE.to_string()
         } else {
@@ -182,7 +186,8 @@ impl Azure {
     ) -> Result<Azure, PlatformError> {
         if opts.subscription.is_empty() {
             return Err(PlatformError::Input(
-                "no Azure subscription: pass --azure-subscription or set AZURE_SUBSCRIPTION_ID".into(),
+                "no Azure subscription: pass --azure-subscription or set AZURE_SUBSCRIPTION_ID"
+                    .into(),
             ));
         }
         let rest = Rest::new(SERVICE, &opts.endpoint, Auth::Bearer(token))?;
@@ -190,7 +195,10 @@ impl Azure {
     }
 
     fn group_id(&self, group: &str) -> String {
-        format!("/subscriptions/{}/resourcegroups/{group}", self.opts.subscription)
+        format!(
+            "/subscriptions/{}/resourcegroups/{group}",
+            self.opts.subscription
+        )
     }
 
     fn resource_id(&self, group: &str, provider_type: &str, name: &str) -> String {
@@ -211,7 +219,10 @@ impl Azure {
 
     /// PUTs a resource and waits until its provisioning state is `Succeeded`.
     async fn put(&self, id: &str, body: &Value, what: &str) -> Result<Value, PlatformError> {
-        let r = self.rest.ok(Method::PUT, &with_version(id), Some(body), what).await?;
+        let r = self
+            .rest
+            .ok(Method::PUT, &with_version(id), Some(body), what)
+            .await?;
         let state = |v: &Value| {
             v.pointer("/properties/provisioningState")
                 .and_then(Value::as_str)
@@ -221,22 +232,32 @@ impl Azure {
             Some("Succeeded") | None => return Ok(r.body),
             _ => {}
         }
-        poll(what, self.opts.poll, self.opts.provision_timeout, || async {
-            let g = self.rest.ok(Method::GET, &with_version(id), None, what).await?;
-            match state(&g.body).as_deref() {
-                Some("Succeeded") | None => Ok(Some(g.body)),
-                Some("Failed") | Some("Canceled") => Err(self.rest.error(
-                    &format!("{what}: provisioning failed"),
-                    &g,
-                )),
-                _ => Ok(None),
-            }
-        })
+        poll(
+            what,
+            self.opts.poll,
+            self.opts.provision_timeout,
+            || async {
+                let g = self
+                    .rest
+                    .ok(Method::GET, &with_version(id), None, what)
+                    .await?;
+                match state(&g.body).as_deref() {
+                    Some("Succeeded") | None => Ok(Some(g.body)),
+                    Some("Failed") | Some("Canceled") => {
+                        Err(self.rest.error(&format!("{what}: provisioning failed"), &g))
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
         .await
     }
 
     async fn get(&self, id: &str, what: &str) -> Result<Option<Value>, PlatformError> {
-        let r = self.rest.send(Method::GET, &with_version(id), None, what).await?;
+        let r = self
+            .rest
+            .send(Method::GET, &with_version(id), None, what)
+            .await?;
         match r.status {
             200 => Ok(Some(r.body)),
             404 => Ok(None),
@@ -246,15 +267,21 @@ impl Azure {
 
     /// Deletes a resource; waits until it is gone when `wait`.
     async fn delete(&self, id: &str, wait: bool, what: &str) -> Result<(), PlatformError> {
-        let r = self.rest.send(Method::DELETE, &with_version(id), None, what).await?;
+        let r = self
+            .rest
+            .send(Method::DELETE, &with_version(id), None, what)
+            .await?;
         match r.status {
             200 | 202 | 204 | 404 => {}
             _ => return Err(self.rest.error(what, &r)),
         }
         if wait && r.status != 404 {
-            poll(what, self.opts.poll, self.opts.provision_timeout, || async {
-                Ok(self.get(id, what).await?.is_none().then_some(()))
-            })
+            poll(
+                what,
+                self.opts.poll,
+                self.opts.provision_timeout,
+                || async { Ok(self.get(id, what).await?.is_none().then_some(())) },
+            )
             .await?;
         }
         Ok(())
@@ -323,7 +350,10 @@ impl Azure {
     }
 
     async fn gc_groups(&self, opts: &GcOptions) -> Result<GcReport, PlatformError> {
-        let filter = format!("tagName eq '{TAG_BASENAME}' and tagValue eq '{}'", opts.basename);
+        let filter = format!(
+            "tagName eq '{TAG_BASENAME}' and tagValue eq '{}'",
+            opts.basename
+        );
         let mut url = format!(
             "/subscriptions/{}/resourcegroups?api-version={API_RESOURCES}&$filter={}",
             self.opts.subscription,
@@ -331,20 +361,40 @@ impl Azure {
         );
         let mut report = GcReport::default();
         loop {
-            let r = self.rest.ok(Method::GET, &url, None, "listing resource groups").await?;
-            for g in r.body.get("value").and_then(Value::as_array).into_iter().flatten() {
+            let r = self
+                .rest
+                .ok(Method::GET, &url, None, "listing resource groups")
+                .await?;
+            for g in r
+                .body
+                .get("value")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let name = g.get("name").and_then(Value::as_str).unwrap_or_default();
-                let tag = |k: &str| g.pointer(&format!("/tags/{}", k.replace('/', "~1"))).and_then(Value::as_str);
+                let tag = |k: &str| {
+                    g.pointer(&format!("/tags/{}", k.replace('/', "~1")))
+                        .and_then(Value::as_str)
+                };
                 if !opts.is_leftover(tag(TAG_BASENAME), tag(TAG_CREATED)) {
                     report.young += 1;
                     continue;
                 }
-                let item = GcItem::new("resource-group", name, tag(TAG_CREATED).map(str::to_string));
+                let item =
+                    GcItem::new("resource-group", name, tag(TAG_CREATED).map(str::to_string));
                 if opts.dry_run {
                     report.deleted.push(item);
                     continue;
                 }
-                match self.delete(&self.group_id(name), false, &format!("deleting resource group {name}")).await {
+                match self
+                    .delete(
+                        &self.group_id(name),
+                        false,
+                        &format!("deleting resource group {name}"),
+                    )
+                    .await
+                {
                     Ok(()) => report.deleted.push(item),
                     Err(e) => report.failed.push((item, e.to_string())),
                 }
@@ -367,17 +417,20 @@ impl Azure {
                 "retrieving boot diagnostics",
             )
             .await?;
-        let Some(uri) = r.body.get("serialConsoleLogBlobUri").and_then(Value::as_str) else {
+        let Some(uri) = r
+            .body
+            .get("serialConsoleLogBlobUri")
+            .and_then(Value::as_str)
+        else {
             return Ok(String::new());
         };
         // A SAS URL: a plain GET, no Resource Manager token.
         let http = bogie_platform_common::http::client(Duration::from_secs(60))?;
-        let resp = http
-            .get(uri)
-            .send()
-            .await
-            .map_err(|e| bogie_platform_common::http::transport_error("blob", "reading the serial log", &e))?;
-        let resp = bogie_platform_common::http::check("blob", "reading the serial log", resp).await?;
+        let resp = http.get(uri).send().await.map_err(|e| {
+            bogie_platform_common::http::transport_error("blob", "reading the serial log", &e)
+        })?;
+        let resp =
+            bogie_platform_common::http::check("blob", "reading the serial log", resp).await?;
         Ok(resp.text().await.unwrap_or_default())
     }
 }
@@ -501,9 +554,18 @@ impl Provider for Azure {
         track: &(dyn Fn(AzureMachine) + Send + Sync),
     ) -> Result<Created<AzureMachine>, PlatformError> {
         let name = sanitize_name(&format!("{}-{}", cl.prefix, spec.id), 64);
-        let ip_id = (!self.opts.use_private_ips)
-            .then(|| self.resource_id(&cl.group, "Microsoft.Network/publicIPAddresses", &format!("{name}-ip")));
-        let nic = self.resource_id(&cl.group, "Microsoft.Network/networkInterfaces", &format!("{name}-nic"));
+        let ip_id = (!self.opts.use_private_ips).then(|| {
+            self.resource_id(
+                &cl.group,
+                "Microsoft.Network/publicIPAddresses",
+                &format!("{name}-ip"),
+            )
+        });
+        let nic = self.resource_id(
+            &cl.group,
+            "Microsoft.Network/networkInterfaces",
+            &format!("{name}-nic"),
+        );
         let vm = self.resource_id(&cl.group, "Microsoft.Compute/virtualMachines", &name);
         let handle = AzureMachine {
             vm: vm.clone(),
@@ -539,23 +601,30 @@ impl Provider for Azure {
         if let Some(nsg) = &cl.nsg {
             nic_body["properties"]["networkSecurityGroup"] = json!({ "id": nsg });
         }
-        let nic_res = self.put(&nic, &nic_body, "creating the network interface").await?;
-        self.put(&vm, &self.vm_body(tags, &name, &nic, spec), &format!("creating VM {name}"))
+        let nic_res = self
+            .put(&nic, &nic_body, "creating the network interface")
             .await?;
+        self.put(
+            &vm,
+            &self.vm_body(tags, &name, &nic, spec),
+            &format!("creating VM {name}"),
+        )
+        .await?;
         let private: Option<IpAddr> = nic_res
             .pointer("/properties/ipConfigurations/0/properties/privateIPAddress")
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok());
         let public: Option<IpAddr> = match &ip_id {
-            Some(ip) => self
-                .get(ip, "reading the public IP")
-                .await?
-                .and_then(|v| v.pointer("/properties/ipAddress").and_then(Value::as_str).and_then(|s| s.parse().ok())),
+            Some(ip) => self.get(ip, "reading the public IP").await?.and_then(|v| {
+                v.pointer("/properties/ipAddress")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+            }),
             None => None,
         };
-        let addr = public.or(private).ok_or_else(|| {
-            PlatformError::Machine(format!("VM {name} has no IP address"))
-        })?;
+        let addr = public
+            .or(private)
+            .ok_or_else(|| PlatformError::Machine(format!("VM {name} has no IP address")))?;
         Ok(Created {
             handle,
             ssh: SocketAddr::new(addr, 22),
@@ -569,7 +638,11 @@ impl Provider for Azure {
 
     async fn is_running(&self, h: &AzureMachine) -> bool {
         let url = format!("{}/instanceView?api-version={API_COMPUTE}", h.vm);
-        match self.rest.send(Method::GET, &url, None, "reading the instance view").await {
+        match self
+            .rest
+            .send(Method::GET, &url, None, "reading the instance view")
+            .await
+        {
             Ok(r) if r.status == 404 => false,
             Ok(r) => {
                 let stopped = r
@@ -586,12 +659,17 @@ impl Provider for Azure {
         }
     }
 
-    async fn delete_machine(&self, cl: &AzureCluster, h: &AzureMachine) -> Result<(), PlatformError> {
+    async fn delete_machine(
+        &self,
+        cl: &AzureCluster,
+        h: &AzureMachine,
+    ) -> Result<(), PlatformError> {
         // In a group of its own, deleting the group removes everything at once.
         let wait = !cl.owned;
         self.delete(&h.vm, wait, "deleting the VM").await?;
         if wait {
-            self.delete(&h.nic, true, "deleting the network interface").await?;
+            self.delete(&h.nic, true, "deleting the network interface")
+                .await?;
             if let Some(ip) = &h.ip {
                 self.delete(ip, false, "deleting the public IP").await?;
             }
@@ -606,7 +684,11 @@ impl Provider for Azure {
         }
         if cl.owned {
             return self
-                .delete(&self.group_id(&cl.group), false, &format!("deleting resource group {}", cl.group))
+                .delete(
+                    &self.group_id(&cl.group),
+                    false,
+                    &format!("deleting resource group {}", cl.group),
+                )
                 .await;
         }
         for id in cl.created.iter().rev() {

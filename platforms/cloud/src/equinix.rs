@@ -95,7 +95,10 @@ pub struct Device {
 
 /// The run's tags as device tags (`key=value`).
 pub fn device_tags(tags: &RunTags) -> Vec<String> {
-    tags.pairs().into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    tags.pairs()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
 }
 
 fn tag_of<'a>(device: &'a Value, key: &str) -> Option<&'a str> {
@@ -113,18 +116,25 @@ impl Equinix {
         tracing::warn!("{SUNSET_WARNING}");
         if opts.api_key.expose().is_empty() {
             return Err(PlatformError::Input(
-                "no Equinix Metal API key: pass --equinixmetal-api-key or set METAL_AUTH_TOKEN".into(),
+                "no Equinix Metal API key: pass --equinixmetal-api-key or set METAL_AUTH_TOKEN"
+                    .into(),
             ));
         }
         if opts.project.is_empty() {
-            return Err(PlatformError::Input("no Equinix Metal project: pass --equinixmetal-project".into()));
+            return Err(PlatformError::Input(
+                "no Equinix Metal project: pass --equinixmetal-project".into(),
+            ));
         }
         if opts.operating_system == "custom_ipxe" && opts.ipxe_script_url.is_none() {
             return Err(PlatformError::Input(
                 "custom_ipxe needs --equinixmetal-ipxe-script-url (an iPXE script booting the image under test)".into(),
             ));
         }
-        let rest = Rest::new(SERVICE, &opts.endpoint, Auth::Header("X-Auth-Token", opts.api_key.clone()))?;
+        let rest = Rest::new(
+            SERVICE,
+            &opts.endpoint,
+            Auth::Header("X-Auth-Token", opts.api_key.clone()),
+        )?;
         Ok(Equinix { opts, rest })
     }
 
@@ -147,7 +157,15 @@ impl Equinix {
     }
 
     async fn get_device(&self, id: &str) -> Result<Option<Value>, PlatformError> {
-        let r = self.rest.send(Method::GET, &format!("devices/{id}"), None, "reading the device").await?;
+        let r = self
+            .rest
+            .send(
+                Method::GET,
+                &format!("devices/{id}"),
+                None,
+                "reading the device",
+            )
+            .await?;
         match r.status {
             200 => Ok(Some(r.body)),
             404 => Ok(None),
@@ -157,7 +175,10 @@ impl Equinix {
 
     async fn delete_device(&self, id: &str) -> Result<(), PlatformError> {
         let what = format!("deleting device {id}");
-        let r = self.rest.send(Method::DELETE, &format!("devices/{id}"), None, &what).await?;
+        let r = self
+            .rest
+            .send(Method::DELETE, &format!("devices/{id}"), None, &what)
+            .await?;
         match r.status {
             200..=299 | 404 => Ok(()),
             _ => Err(self.rest.error(&what, &r)),
@@ -206,7 +227,10 @@ impl Provider for Equinix {
             .and_then(Value::as_str)
             .ok_or_else(|| PlatformError::Machine(format!("{what}: no device id in the answer")))?
             .to_string();
-        let mut device = Device { id: id.clone(), sos: None };
+        let mut device = Device {
+            id: id.clone(),
+            sos: None,
+        };
         track(device.clone());
         let d = poll(&what, self.opts.poll, self.opts.launch_timeout, || async {
             let Some(d) = self.get_device(&id).await? else {
@@ -214,7 +238,9 @@ impl Provider for Equinix {
             };
             match d.get("state").and_then(Value::as_str) {
                 Some("active") => Ok(Some(d)),
-                Some("failed") => Err(PlatformError::Machine(format!("device {id} failed to provision"))),
+                Some("failed") => Err(PlatformError::Machine(format!(
+                    "device {id} failed to provision"
+                ))),
                 _ => Ok(None),
             }
         })
@@ -249,7 +275,9 @@ impl Provider for Equinix {
         Ok(format!(
             "Equinix Metal has no console API. Serial console (SOS): ssh {}@{}\n",
             h.id,
-            h.sos.as_deref().unwrap_or("sos.<facility>.platformequinix.com")
+            h.sos
+                .as_deref()
+                .unwrap_or("sos.<facility>.platformequinix.com")
         ))
     }
 
@@ -287,8 +315,17 @@ impl Provider for Equinix {
                 self.opts.project,
                 urlencoding::encode(&tag)
             );
-            let r = self.rest.ok(Method::GET, &path, None, "listing devices").await?;
-            for d in r.body.get("devices").and_then(Value::as_array).into_iter().flatten() {
+            let r = self
+                .rest
+                .ok(Method::GET, &path, None, "listing devices")
+                .await?;
+            for d in r
+                .body
+                .get("devices")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let id = d.get("id").and_then(Value::as_str).unwrap_or_default();
                 let created = tag_of(d, TAG_CREATED);
                 if !opts.is_leftover(tag_of(d, TAG_BASENAME), created) {
@@ -305,7 +342,11 @@ impl Provider for Equinix {
                     Err(e) => report.failed.push((item, e.to_string())),
                 }
             }
-            let last = r.body.pointer("/meta/last_page").and_then(Value::as_i64).unwrap_or(1);
+            let last = r
+                .body
+                .pointer("/meta/last_page")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             if page >= last {
                 break;
             }

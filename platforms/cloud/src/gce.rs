@@ -116,7 +116,13 @@ pub struct GceInstance {
 pub fn label_value(s: &str) -> String {
     s.chars()
         .flat_map(char::to_lowercase)
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(63)
         .collect()
 }
@@ -147,7 +153,9 @@ impl Gce {
     /// A provider with a given token source (tests).
     pub fn with_token(opts: GceOptions, token: Arc<dyn TokenSource>) -> Result<Gce, PlatformError> {
         if opts.project.is_empty() {
-            return Err(PlatformError::Input("no GCE project: pass --gce-project".into()));
+            return Err(PlatformError::Input(
+                "no GCE project: pass --gce-project".into(),
+            ));
         }
         let rest = Rest::new(SERVICE, &opts.endpoint, Auth::Bearer(token))?;
         Ok(Gce { opts, rest })
@@ -202,7 +210,11 @@ impl Gce {
 
     /// Waits for a zone operation to finish; its error is an error.
     async fn wait(&self, op: &Value, what: &str) -> Result<(), PlatformError> {
-        let name = op.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = op
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let zone = op
             .get("zone")
             .and_then(Value::as_str)
@@ -232,16 +244,24 @@ impl Gce {
             return Ok(());
         }
         let path = format!("{}/operations/{name}/wait", self.zone_path(&zone));
-        poll(what, Duration::from_secs(1), self.opts.op_timeout, || async {
-            let r = self.rest.ok(Method::POST, &path, None, what).await?;
-            Ok(check(&r.body)?.then_some(()))
-        })
+        poll(
+            what,
+            Duration::from_secs(1),
+            self.opts.op_timeout,
+            || async {
+                let r = self.rest.ok(Method::POST, &path, None, what).await?;
+                Ok(check(&r.body)?.then_some(()))
+            },
+        )
         .await
     }
 
     async fn get_instance(&self, h: &GceInstance) -> Result<Option<Value>, PlatformError> {
         let path = format!("{}/instances/{}", self.zone_path(&h.zone), h.name);
-        let r = self.rest.send(Method::GET, &path, None, "reading the instance").await?;
+        let r = self
+            .rest
+            .send(Method::GET, &path, None, "reading the instance")
+            .await?;
         match r.status {
             200 => Ok(Some(r.body)),
             404 => Ok(None),
@@ -294,22 +314,32 @@ impl Provider for Gce {
         let path = format!("{}/instances", self.zone_path(&self.opts.zone));
         let op = self
             .rest
-            .ok(Method::POST, &path, Some(&self.instance_body(tags, &name, spec)), &what)
+            .ok(
+                Method::POST,
+                &path,
+                Some(&self.instance_body(tags, &name, spec)),
+                &what,
+            )
             .await?;
         track(handle.clone());
         self.wait(&op.body, &what).await?;
-        let inst = poll(&what, Duration::from_secs(3), self.opts.op_timeout, || async {
-            let Some(v) = self.get_instance(&handle).await? else {
-                return Err(PlatformError::Machine(format!("instance {name} vanished")));
-            };
-            match v.get("status").and_then(Value::as_str) {
-                Some("RUNNING") => Ok(Some(v)),
-                Some(s @ ("TERMINATED" | "STOPPED" | "SUSPENDED")) => Err(PlatformError::Machine(
-                    format!("instance {name} is {s}"),
-                )),
-                _ => Ok(None),
-            }
-        })
+        let inst = poll(
+            &what,
+            Duration::from_secs(3),
+            self.opts.op_timeout,
+            || async {
+                let Some(v) = self.get_instance(&handle).await? else {
+                    return Err(PlatformError::Machine(format!("instance {name} vanished")));
+                };
+                match v.get("status").and_then(Value::as_str) {
+                    Some("RUNNING") => Ok(Some(v)),
+                    Some(s @ ("TERMINATED" | "STOPPED" | "SUSPENDED")) => {
+                        Err(PlatformError::Machine(format!("instance {name} is {s}")))
+                    }
+                    _ => Ok(None),
+                }
+            },
+        )
         .await?;
         let nic = inst.pointer("/networkInterfaces/0");
         let private: Option<IpAddr> = nic
@@ -336,7 +366,10 @@ impl Provider for Gce {
             self.zone_path(&h.zone),
             h.name
         );
-        let r = self.rest.ok(Method::GET, &path, None, "reading serial port 1").await?;
+        let r = self
+            .rest
+            .ok(Method::GET, &path, None, "reading serial port 1")
+            .await?;
         Ok(r.body
             .get("contents")
             .and_then(Value::as_str)
@@ -374,7 +407,10 @@ impl Provider for Gce {
     }
 
     async fn gc(&self, opts: &GcOptions) -> Result<GcReport, PlatformError> {
-        let filter = format!("labels.{LABEL_BASENAME} = \"{}\"", label_value(&opts.basename));
+        let filter = format!(
+            "labels.{LABEL_BASENAME} = \"{}\"",
+            label_value(&opts.basename)
+        );
         let mut report = GcReport::default();
         let mut token: Option<String> = None;
         loop {
@@ -386,23 +422,50 @@ impl Provider for Gce {
             if let Some(t) = &token {
                 path.push_str(&format!("&pageToken={}", urlencoding::encode(t)));
             }
-            let r = self.rest.ok(Method::GET, &path, None, "listing instances").await?;
-            for (_, scope) in r.body.get("items").and_then(Value::as_object).into_iter().flatten() {
-                for inst in scope.get("instances").and_then(Value::as_array).into_iter().flatten() {
+            let r = self
+                .rest
+                .ok(Method::GET, &path, None, "listing instances")
+                .await?;
+            for (_, scope) in r
+                .body
+                .get("items")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                for inst in scope
+                    .get("instances")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let name = inst.get("name").and_then(Value::as_str).unwrap_or_default();
-                    let zone = inst.get("zone").and_then(Value::as_str).map(last_segment).unwrap_or_default();
-                    let label = |k: &str| inst.pointer(&format!("/labels/{k}")).and_then(Value::as_str);
+                    let zone = inst
+                        .get("zone")
+                        .and_then(Value::as_str)
+                        .map(last_segment)
+                        .unwrap_or_default();
+                    let label = |k: &str| {
+                        inst.pointer(&format!("/labels/{k}"))
+                            .and_then(Value::as_str)
+                    };
                     let ours = label(LABEL_BASENAME).map(|b| b == label_value(&opts.basename));
                     // Compare against the sanitized basename gc looks for.
                     let gc_opts = GcOptions {
                         basename: label_value(&opts.basename),
                         ..opts.clone()
                     };
-                    if ours != Some(true) || !gc_opts.is_leftover(label(LABEL_BASENAME), label(LABEL_CREATED)) {
+                    if ours != Some(true)
+                        || !gc_opts.is_leftover(label(LABEL_BASENAME), label(LABEL_CREATED))
+                    {
                         report.young += 1;
                         continue;
                     }
-                    let item = GcItem::new("instance", format!("{zone}/{name}"), label(LABEL_CREATED).map(str::to_string));
+                    let item = GcItem::new(
+                        "instance",
+                        format!("{zone}/{name}"),
+                        label(LABEL_CREATED).map(str::to_string),
+                    );
                     if opts.dry_run {
                         report.deleted.push(item);
                         continue;

@@ -190,6 +190,9 @@ impl<P: Provider> Platform for CloudPlatform<P> {
     }
 }
 
+/// Every machine resource a cluster created, with whether it was kept.
+type Tracked<H> = Arc<Mutex<Vec<(H, bool)>>>;
+
 const RUNNING: u8 = 0;
 const KEPT: u8 = 1;
 const DESTROYED: u8 = 2;
@@ -200,7 +203,7 @@ pub struct CloudCluster<P: Provider> {
     state: Arc<P::ClusterState>,
     spec: ClusterSpec,
     /// Every machine resource created, with whether it was kept.
-    tracked: Arc<Mutex<Vec<(P::Handle, bool)>>>,
+    tracked: Tracked<P::Handle>,
     machines: Mutex<Vec<Arc<CloudMachine<P>>>>,
     destroyed: AtomicU8,
 }
@@ -279,7 +282,12 @@ impl<P: Provider> Cluster for CloudCluster<P> {
                 errors.push(e.to_string());
             }
         }
-        let kept = self.tracked.lock().expect("poisoned").iter().any(|(_, k)| *k);
+        let kept = self
+            .tracked
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .any(|(_, k)| *k);
         if let Err(e) = self.inner.provider.delete_cluster(&self.state, kept).await {
             errors.push(e.to_string());
         }
@@ -298,7 +306,7 @@ impl<P: Provider> Cluster for CloudCluster<P> {
 pub struct CloudMachine<P: Provider> {
     inner: Arc<Inner<P>>,
     cluster: Arc<P::ClusterState>,
-    tracked: Arc<Mutex<Vec<(P::Handle, bool)>>>,
+    tracked: Tracked<P::Handle>,
     id: String,
     handle: P::Handle,
     ssh: SocketAddr,
@@ -373,7 +381,8 @@ impl<P: Provider> Machine for CloudMachine<P> {
         {
             return Ok(());
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), self.refresh_console()).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.refresh_console()).await;
         write_console(&self.dir, &self.console.lock().expect("poisoned"));
         self.inner
             .provider

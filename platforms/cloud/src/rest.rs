@@ -186,7 +186,11 @@ fn error_message(v: &Value) -> Option<String> {
     if let Some(a) = v.get("errors").and_then(Value::as_array) {
         let parts: Vec<String> = a
             .iter()
-            .map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string()))
+            .map(|e| {
+                e.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string())
+            })
             .collect();
         return Some(parts.join("; "));
     }
@@ -208,7 +212,10 @@ mod tests {
             error_message(&json!({"error": {"code": 404, "message": "nope"}})).unwrap(),
             "404: nope"
         );
-        assert_eq!(error_message(&json!({"errors": ["a", "b"]})).unwrap(), "a; b");
+        assert_eq!(
+            error_message(&json!({"errors": ["a", "b"]})).unwrap(),
+            "a; b"
+        );
         assert!(error_message(&json!({})).is_none());
     }
 }

@@ -56,7 +56,11 @@ fn spec(dir: &std::path::Path, id: &str) -> MachineSpec {
 }
 
 fn assert_clean(stub: &Stub) {
-    assert!(stub.rejections().is_empty(), "requests the description does not allow:\n{}", stub.rejections().join("\n"));
+    assert!(
+        stub.rejections().is_empty(),
+        "requests the description does not allow:\n{}",
+        stub.rejections().join("\n")
+    );
     assert!(
         stub.response_problems().is_empty(),
         "fake answers that do not match the description:\n{}",
@@ -65,7 +69,8 @@ fn assert_clean(stub: &Stub) {
 }
 
 fn old(hours: i64) -> String {
-    (chrono::Utc::now() - chrono::Duration::hours(hours)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    (chrono::Utc::now() - chrono::Duration::hours(hours))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn gc_opts(basename: &str) -> GcOptions {
@@ -95,38 +100,65 @@ async fn azure_create_console_destroy_gc() {
     o.endpoint = stub.url();
     o.poll = Duration::from_millis(10);
     let token = Arc::new(StaticToken(Secret::new("arm-token-0123456789")));
-    let p = CloudPlatform::new(Azure::with_token(o, Arch::Amd64, token).unwrap(), Arch::Amd64, image(), "stubci");
+    let p = CloudPlatform::new(
+        Azure::with_token(o, Arch::Amd64, token).unwrap(),
+        Arch::Amd64,
+        image(),
+        "stubci",
+    );
     let run = p.run_tags().run.clone();
     let out = tempfile::tempdir().unwrap();
     let cl = p
-        .cluster(ClusterSpec { name: "cl.basic-1".into(), dir: out.path().into() })
+        .cluster(ClusterSpec {
+            name: "cl.basic-1".into(),
+            dir: out.path().into(),
+        })
         .await
         .unwrap();
     let m = cl.machine(spec(out.path(), "m1-0001")).await.unwrap();
-    assert!(m.ssh_addr().ip().to_string().starts_with("203.0.113."), "{}", m.ssh_addr());
+    assert!(
+        m.ssh_addr().ip().to_string().starts_with("203.0.113."),
+        "{}",
+        m.ssh_addr()
+    );
     assert_eq!(m.ssh_addr().port(), 22);
     assert!(m.private_ip().is_some());
 
     // The resource group carries the run's tags; the VM the config and boot diagnostics.
-    let groups: Vec<Value> = stub.calls("ResourceGroups_CreateOrUpdate").into_iter().filter_map(|r| r.body).collect();
+    let groups: Vec<Value> = stub
+        .calls("ResourceGroups_CreateOrUpdate")
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["tags"][TAG_RUN], run);
     assert_eq!(groups[0]["tags"][TAG_BASENAME], "stubci");
-    let vm = stub.calls("VirtualMachines_CreateOrUpdate")[0].body.clone().unwrap();
+    let vm = stub.calls("VirtualMachines_CreateOrUpdate")[0]
+        .body
+        .clone()
+        .unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(ignition());
     assert_eq!(vm["properties"]["osProfile"]["customData"], b64);
     assert_eq!(vm["properties"]["userData"], b64);
-    assert_eq!(vm["properties"]["diagnosticsProfile"]["bootDiagnostics"]["enabled"], true);
+    assert_eq!(
+        vm["properties"]["diagnosticsProfile"]["bootDiagnostics"]["enabled"],
+        true
+    );
     assert_eq!(vm["plan"]["product"], "flatcar-container-linux-free");
     assert_eq!(vm["tags"][TAG_CREATED], p.run_tags().created_rfc3339());
-    assert!(vm["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"]
-        .as_str()
-        .unwrap()
-        .starts_with("ssh-ed25519 "));
+    assert!(
+        vm["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssh-ed25519 ")
+    );
 
     let console = m.console_output().await.unwrap();
     assert!(console.contains("fake Azure serial console"), "{console}");
-    assert_eq!(std::fs::read_to_string(out.path().join("m1-0001/console.txt")).unwrap(), console);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("m1-0001/console.txt")).unwrap(),
+        console
+    );
     assert!(m.is_running().await);
 
     cl.destroy().await.unwrap();
@@ -142,13 +174,25 @@ async fn azure_create_console_destroy_gc() {
             json!({"id": format!("/subscriptions/{SUB}/resourceGroups/{name}"), "name": name, "type": "Microsoft.Resources/resourceGroups", "location": "westus", "tags": tags, "properties": {"provisioningState": "Succeeded"}}),
         )
     };
-    plant("stubci-old", json!({TAG_BASENAME: "stubci", TAG_CREATED: old(9)}));
-    plant("stubci-young", json!({TAG_BASENAME: "stubci", TAG_CREATED: old(1)}));
-    plant("other-old", json!({TAG_BASENAME: "other", TAG_CREATED: old(99)}));
+    plant(
+        "stubci-old",
+        json!({TAG_BASENAME: "stubci", TAG_CREATED: old(9)}),
+    );
+    plant(
+        "stubci-young",
+        json!({TAG_BASENAME: "stubci", TAG_CREATED: old(1)}),
+    );
+    plant(
+        "other-old",
+        json!({TAG_BASENAME: "other", TAG_CREATED: old(99)}),
+    );
     plant("untagged", json!({}));
     let r = p.provider().gc(&gc_opts("stubci")).await.unwrap();
     assert!(r.ok(), "{r:?}");
-    assert_eq!(r.deleted.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["stubci-old"]);
+    assert_eq!(
+        r.deleted.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec!["stubci-old"]
+    );
     assert_eq!(r.young, 1);
     let left: Vec<String> = fake.ids();
     assert_eq!(left.len(), 3, "{left:?}");
@@ -159,7 +203,9 @@ async fn azure_create_console_destroy_gc() {
 async fn azure_in_a_users_resource_group_deletes_only_its_own() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(AzureFake::new("tok-abcdef"));
-    let stub = Stub::start(Arc::new(bogie_specstub::azure(&dir).unwrap()), fake.clone()).await.unwrap();
+    let stub = Stub::start(Arc::new(bogie_specstub::azure(&dir).unwrap()), fake.clone())
+        .await
+        .unwrap();
     fake.insert(
         &format!("/subscriptions/{SUB}/resourcegroups/team-rg"),
         json!({"id": format!("/subscriptions/{SUB}/resourceGroups/team-rg"), "name": "team-rg", "location": "westus", "properties": {"provisioningState": "Succeeded"}}),
@@ -169,19 +215,46 @@ async fn azure_in_a_users_resource_group_deletes_only_its_own() {
     o.poll = Duration::from_millis(10);
     o.resource_group = Some("team-rg".into());
     o.use_private_ips = true;
-    let az = Azure::with_token(o, Arch::Amd64, Arc::new(StaticToken(Secret::new("tok-abcdef")))).unwrap();
+    let az = Azure::with_token(
+        o,
+        Arch::Amd64,
+        Arc::new(StaticToken(Secret::new("tok-abcdef"))),
+    )
+    .unwrap();
     let p = CloudPlatform::new(az, Arch::Amd64, image(), "stubci");
     let out = tempfile::tempdir().unwrap();
-    let cl = p.cluster(ClusterSpec { name: "t-1".into(), dir: out.path().into() }).await.unwrap();
+    let cl = p
+        .cluster(ClusterSpec {
+            name: "t-1".into(),
+            dir: out.path().into(),
+        })
+        .await
+        .unwrap();
     let m = cl.machine(spec(out.path(), "m1")).await.unwrap();
-    assert!(m.ssh_addr().ip().to_string().starts_with("10.0.0."), "private address: {}", m.ssh_addr());
+    assert!(
+        m.ssh_addr().ip().to_string().starts_with("10.0.0."),
+        "private address: {}",
+        m.ssh_addr()
+    );
     assert!(stub.calls("PublicIPAddresses_CreateOrUpdate").is_empty());
-    let vm = stub.calls("VirtualMachines_CreateOrUpdate")[0].body.clone().unwrap();
-    assert!(vm["properties"]["storageProfile"]["imageReference"]["id"].as_str().unwrap().ends_with("/flatcar-dev"));
+    let vm = stub.calls("VirtualMachines_CreateOrUpdate")[0]
+        .body
+        .clone()
+        .unwrap();
+    assert!(vm["properties"]["storageProfile"]["imageReference"]["id"]
+        .as_str()
+        .unwrap()
+        .ends_with("/flatcar-dev"));
     assert!(vm.get("plan").is_none());
     cl.destroy().await.unwrap();
-    assert_eq!(fake.ids(), vec![format!("/subscriptions/{SUB}/resourcegroups/team-rg").to_lowercase()]);
-    assert!(stub.calls("ResourceGroups_Delete").is_empty(), "the user's group stays");
+    assert_eq!(
+        fake.ids(),
+        vec![format!("/subscriptions/{SUB}/resourcegroups/team-rg").to_lowercase()]
+    );
+    assert!(
+        stub.calls("ResourceGroups_Delete").is_empty(),
+        "the user's group stays"
+    );
     assert_clean(&stub);
 }
 
@@ -189,24 +262,48 @@ async fn azure_in_a_users_resource_group_deletes_only_its_own() {
 async fn gce_create_console_destroy_gc() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(GceFake::new("ya29.gce-token-xyz"));
-    let stub = Stub::start(Arc::new(bogie_specstub::gce(&dir).unwrap()), fake.clone()).await.unwrap();
-    let mut o = GceOptions::new("bogie-proj", "projects/kinvolk-public/global/images/family/flatcar-alpha", Arch::Amd64);
+    let stub = Stub::start(Arc::new(bogie_specstub::gce(&dir).unwrap()), fake.clone())
+        .await
+        .unwrap();
+    let mut o = GceOptions::new(
+        "bogie-proj",
+        "projects/kinvolk-public/global/images/family/flatcar-alpha",
+        Arch::Amd64,
+    );
     o.endpoint = stub.api_url();
     o.gvnic = true;
     let g = Gce::with_token(o, Arc::new(StaticToken(Secret::new("ya29.gce-token-xyz")))).unwrap();
     let p = CloudPlatform::new(g, Arch::Amd64, image(), "StubCI");
     let run = p.run_tags().run.clone();
     let out = tempfile::tempdir().unwrap();
-    let cl = p.cluster(ClusterSpec { name: "cl.basic-1".into(), dir: out.path().into() }).await.unwrap();
+    let cl = p
+        .cluster(ClusterSpec {
+            name: "cl.basic-1".into(),
+            dir: out.path().into(),
+        })
+        .await
+        .unwrap();
     let m = cl.machine(spec(out.path(), "m1-0001")).await.unwrap();
     assert!(m.ssh_addr().ip().to_string().starts_with("203.0.113."));
-    let body = stub.calls("compute.instances.insert")[0].body.clone().unwrap();
-    assert_eq!(body["metadata"]["items"][0], json!({"key": "user-data", "value": ignition()}));
+    let body = stub.calls("compute.instances.insert")[0]
+        .body
+        .clone()
+        .unwrap();
+    assert_eq!(
+        body["metadata"]["items"][0],
+        json!({"key": "user-data", "value": ignition()})
+    );
     assert_eq!(body["labels"]["bogie-run"], run);
     assert_eq!(body["labels"]["bogie-basename"], "stubci");
-    assert_eq!(body["labels"]["bogie-created"], p.run_tags().created.timestamp().to_string());
+    assert_eq!(
+        body["labels"]["bogie-created"],
+        p.run_tags().created.timestamp().to_string()
+    );
     assert_eq!(body["networkInterfaces"][0]["nicType"], "GVNIC");
-    assert_eq!(body["machineType"], "zones/us-central1-a/machineTypes/t2d-standard-1");
+    assert_eq!(
+        body["machineType"],
+        "zones/us-central1-a/machineTypes/t2d-standard-1"
+    );
     let console = m.console_output().await.unwrap();
     assert!(console.contains("fake GCE serial port 1"), "{console}");
     cl.destroy().await.unwrap();
@@ -226,7 +323,10 @@ async fn gce_create_console_destroy_gc() {
     plant("other-old", "us-central1-a", "other", 80);
     let r = p.provider().gc(&gc_opts("StubCI")).await.unwrap();
     assert!(r.ok(), "{r:?}");
-    assert_eq!(r.deleted.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["europe-west4-a/stubci-old"]);
+    assert_eq!(
+        r.deleted.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        vec!["europe-west4-a/stubci-old"]
+    );
     assert_eq!(fake.instances().len(), 2);
     assert_clean(&stub);
 }
@@ -235,7 +335,12 @@ async fn gce_create_console_destroy_gc() {
 async fn equinix_create_console_destroy_gc() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(EquinixFake::new("metal-key-0987654321"));
-    let stub = Stub::start(Arc::new(bogie_specstub::equinix(&dir).unwrap()), fake.clone()).await.unwrap();
+    let stub = Stub::start(
+        Arc::new(bogie_specstub::equinix(&dir).unwrap()),
+        fake.clone(),
+    )
+    .await
+    .unwrap();
     let mut o = EquinixOptions::new(Secret::new("metal-key-0987654321"), PROJECT, "da");
     o.endpoint = stub.api_url();
     o.ipxe_script_url = Some("http://boot.example/flatcar.ipxe".into());
@@ -244,15 +349,33 @@ async fn equinix_create_console_destroy_gc() {
     let p = CloudPlatform::new(eq, Arch::Amd64, image(), "stubci");
     let run = p.run_tags().run.clone();
     let out = tempfile::tempdir().unwrap();
-    let cl = p.cluster(ClusterSpec { name: "cl.basic-1".into(), dir: out.path().into() }).await.unwrap();
+    let cl = p
+        .cluster(ClusterSpec {
+            name: "cl.basic-1".into(),
+            dir: out.path().into(),
+        })
+        .await
+        .unwrap();
     let m = cl.machine(spec(out.path(), "m1-0001")).await.unwrap();
-    assert!(m.ssh_addr().ip().to_string().starts_with("198.51.100."), "{}", m.ssh_addr());
+    assert!(
+        m.ssh_addr().ip().to_string().starts_with("198.51.100."),
+        "{}",
+        m.ssh_addr()
+    );
     let body = stub.calls("createDevice")[0].body.clone().unwrap();
     assert_eq!(body["userdata"], ignition());
     assert_eq!(body["operating_system"], "custom_ipxe");
     assert_eq!(body["ipxe_script_url"], "http://boot.example/flatcar.ipxe");
-    let tags: Vec<&str> = body["tags"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(tags.contains(&format!("{TAG_RUN}={run}").as_str()), "{tags:?}");
+    let tags: Vec<&str> = body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tags.contains(&format!("{TAG_RUN}={run}").as_str()),
+        "{tags:?}"
+    );
     assert!(tags.contains(&"bogie:basename=stubci"), "{tags:?}");
     let console = m.console_output().await.unwrap();
     assert!(console.contains("no console API"), "{console}");
@@ -282,16 +405,31 @@ async fn equinix_create_console_destroy_gc() {
 async fn a_request_the_description_rejects_fails_the_machine() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(GceFake::new("tok-123456"));
-    let stub = Stub::start(Arc::new(bogie_specstub::gce(&dir).unwrap()), fake.clone()).await.unwrap();
+    let stub = Stub::start(Arc::new(bogie_specstub::gce(&dir).unwrap()), fake.clone())
+        .await
+        .unwrap();
     let mut o = GceOptions::new("bogie-proj", "flatcar-dev", Arch::Amd64);
     o.endpoint = stub.api_url();
     o.zone = "US_Central1".into();
     let g = Gce::with_token(o, Arc::new(StaticToken(Secret::new("tok-123456")))).unwrap();
     let p = CloudPlatform::new(g, Arch::Amd64, image(), "neg");
     let out = tempfile::tempdir().unwrap();
-    let cl = p.cluster(ClusterSpec { name: "t".into(), dir: out.path().into() }).await.unwrap();
-    let e = cl.machine(spec(out.path(), "m1")).await.unwrap_err().to_string();
-    assert!(e.contains("HTTP 400") && e.contains("does not match"), "{e}");
+    let cl = p
+        .cluster(ClusterSpec {
+            name: "t".into(),
+            dir: out.path().into(),
+        })
+        .await
+        .unwrap();
+    let e = cl
+        .machine(spec(out.path(), "m1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("HTTP 400") && e.contains("does not match"),
+        "{e}"
+    );
     assert_eq!(stub.rejections().len(), 1, "{:?}", stub.rejections());
     assert!(fake.instances().is_empty());
     cl.destroy().await.unwrap();
@@ -305,8 +443,13 @@ impl Backend for Echo {
         Reply::json(500, json!({}))
     }
     fn authorize(&self, headers: &axum_headers::HeaderMap) -> Result<(), String> {
-        let got = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-        Err(format!("the credential {got:?} is not valid for this subscription"))
+        let got = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Err(format!(
+            "the credential {got:?} is not valid for this subscription"
+        ))
     }
 }
 
@@ -317,7 +460,12 @@ mod axum_headers {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_appear_in_errors() {
     let Some(dir) = specs_dir() else { return };
-    let stub = Stub::start(Arc::new(bogie_specstub::azure(&dir).unwrap()), Arc::new(Echo)).await.unwrap();
+    let stub = Stub::start(
+        Arc::new(bogie_specstub::azure(&dir).unwrap()),
+        Arc::new(Echo),
+    )
+    .await
+    .unwrap();
     let mut o = AzureOptions::new(SUB, AzureImage::Id("img".into()));
     o.endpoint = stub.url();
     let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.leaky-token-material.c2lnbmF0dXJl";
@@ -325,7 +473,10 @@ async fn credentials_never_appear_in_errors() {
     let p = CloudPlatform::new(az, Arch::Amd64, image(), "redact");
     let out = tempfile::tempdir().unwrap();
     let e = p
-        .cluster(ClusterSpec { name: "t".into(), dir: out.path().into() })
+        .cluster(ClusterSpec {
+            name: "t".into(),
+            dir: out.path().into(),
+        })
         .await
         .unwrap_err()
         .to_string();

@@ -58,7 +58,14 @@ pub fn transport_error(service: &str, what: &str, e: &reqwest::Error) -> Platfor
     };
     let url = e
         .url()
-        .map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()))
+        .map(|u| {
+            format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            )
+        })
         .unwrap_or_default();
     let source = std::error::Error::source(e)
         .map(|s| format!(": {s}"))

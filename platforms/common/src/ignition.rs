@@ -58,6 +58,9 @@ mod tests {
         assert!(ssh_keys("not json").is_empty());
         let d = tempfile::tempdir().unwrap();
         write_console(d.path(), "hello");
-        assert_eq!(std::fs::read_to_string(d.path().join("console.txt")).unwrap(), "hello");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("console.txt")).unwrap(),
+            "hello"
+        );
     }
 }

@@ -142,17 +142,26 @@ mod tests {
         let cases = [
             ("Authorization: Bearer abcdefghijklmnop", "abcdefghijklmnop"),
             ("X-Auth-Token: 9f8e7d6c5b4a", "9f8e7d6c5b4a"),
-            (r#"{"access_token": "ya29.a0AfH6SMB", "expires_in": 3599}"#, "ya29.a0AfH6SMB"),
+            (
+                r#"{"access_token": "ya29.a0AfH6SMB", "expires_in": 3599}"#,
+                "ya29.a0AfH6SMB",
+            ),
             (
                 "https://x.blob.core.windows.net/c/serial.log?sv=2020&sig=AbC%2Fdef123&se=1",
                 "AbC%2Fdef123",
             ),
-            ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG", "wJalrXUtnFEMI/K7MDENG"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG",
+                "wJalrXUtnFEMI/K7MDENG",
+            ),
             (
                 "key: -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----",
                 "MIIEvQIBADANBg",
             ),
-            ("token eyJhbGciOiJSUzI1.eyJpc3MiOiJib2dp.c2lnbmF0dXJlX3g", "eyJpc3MiOiJib2dp"),
+            (
+                "token eyJhbGciOiJSUzI1.eyJpc3MiOiJib2dp.c2lnbmF0dXJlX3g",
+                "eyJpc3MiOiJib2dp",
+            ),
         ];
         for (text, secret) in cases {
             let r = redact(text);

@@ -99,13 +99,19 @@ mod tests {
         assert_eq!(t.run.len(), 12);
         let created = t.created_rfc3339();
         assert!(created.ends_with('Z'), "{created}");
-        assert_eq!(parse_created(&created).unwrap().timestamp(), t.created.timestamp());
+        assert_eq!(
+            parse_created(&created).unwrap().timestamp(),
+            t.created.timestamp()
+        );
         let n = t.name(&["cl.basic-1", "m1"], 63);
         assert!(n.starts_with("kola-ci-"), "{n}");
         assert!(n.ends_with("-cl-basic-1-m1"), "{n}");
         assert_eq!(sanitize_name("--9abc__", 63), "b-9abc");
         assert_eq!(sanitize_name("abcdef-ghi", 7), "abcdef");
-        assert_eq!(parse_created("1700000000").unwrap().timestamp(), 1_700_000_000);
+        assert_eq!(
+            parse_created("1700000000").unwrap().timestamp(),
+            1_700_000_000
+        );
         assert!(parse_created("yesterday").is_none());
     }
 }

@@ -191,7 +191,12 @@ async fn connect(
 impl Runner {
     /// Runs `script` with the variables set (as shell assignments remotely, as environment
     /// variables locally).
-    async fn run(&self, script: &str, vars: &[(&str, &str)], timeout: Duration) -> Result<Output, PlatformError> {
+    async fn run(
+        &self,
+        script: &str,
+        vars: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Output, PlatformError> {
         match self {
             Runner::Local => {
                 let mut cmd = tokio::process::Command::new("bash");
@@ -204,7 +209,12 @@ impl Runner {
                 }
                 let out = tokio::time::timeout(timeout, cmd.output())
                     .await
-                    .map_err(|_| PlatformError::Machine(format!("command timed out after {}s", timeout.as_secs())))?
+                    .map_err(|_| {
+                        PlatformError::Machine(format!(
+                            "command timed out after {}s",
+                            timeout.as_secs()
+                        ))
+                    })?
                     .map_err(|e| PlatformError::io("running bash", e))?;
                 Ok(Output {
                     ok: out.status.success(),
@@ -213,7 +223,12 @@ impl Runner {
                     stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
                 })
             }
-            Runner::Remote { host, user, key, timeout: ct } => {
+            Runner::Remote {
+                host,
+                user,
+                key,
+                timeout: ct,
+            } => {
                 let s = connect(host, user, key, *ct).await?;
                 let mut full = String::new();
                 for (k, v) in vars {
@@ -222,8 +237,15 @@ impl Runner {
                 full.push_str(script);
                 let r = tokio::time::timeout(timeout, s.exec(&full))
                     .await
-                    .map_err(|_| PlatformError::Machine(format!("command on {host} timed out after {}s", timeout.as_secs())))?
-                    .map_err(|e| PlatformError::Machine(format!("running a command on {host}: {e}")));
+                    .map_err(|_| {
+                        PlatformError::Machine(format!(
+                            "command on {host} timed out after {}s",
+                            timeout.as_secs()
+                        ))
+                    })?
+                    .map_err(|e| {
+                        PlatformError::Machine(format!("running a command on {host}: {e}"))
+                    });
                 s.close().await;
                 let o = r?;
                 Ok(Output {
@@ -337,12 +359,15 @@ impl ExternalPlatform {
                 return Err(input("-p external needs --external-host (repeatable) or --external-provisioning-cmds"));
             }
             if opts.deprovisioning_cmds.is_some() {
-                tracing::warn!("--external-deprovisioning-cmds is only used with --external-provisioning-cmds");
+                tracing::warn!(
+                    "--external-deprovisioning-cmds is only used with --external-provisioning-cmds"
+                );
             }
-            let key = opts
-                .key
-                .as_deref()
-                .ok_or_else(|| input("--external-host needs --external-key (a private key that logs into the hosts)"))?;
+            let key = opts.key.as_deref().ok_or_else(|| {
+                input(
+                    "--external-host needs --external-key (a private key that logs into the hosts)",
+                )
+            })?;
             let mut free = opts.hosts.clone();
             free.reverse();
             Mode::Hosts {
@@ -373,7 +398,10 @@ impl Platform for ExternalPlatform {
     }
 
     fn capabilities(&self) -> BTreeSet<String> {
-        ["bare-metal", "external"].iter().map(|s| s.to_string()).collect()
+        ["bare-metal", "external"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     async fn new_cluster(&self, spec: ClusterSpec) -> Result<Box<dyn Cluster>, PlatformError> {
@@ -397,7 +425,9 @@ pub struct ExternalCluster {
 
 impl std::fmt::Debug for ExternalCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExternalCluster").field("name", &self.spec.name).finish_non_exhaustive()
+        f.debug_struct("ExternalCluster")
+            .field("name", &self.spec.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -408,7 +438,10 @@ fn warn_unapplied(ignition: &str, host: &HostSpec) {
     };
     let extra: Vec<&str> = ["storage", "systemd", "kernelArguments"]
         .into_iter()
-        .filter(|k| v.get(*k).is_some_and(|x| x.as_object().is_some_and(|o| !o.is_empty())))
+        .filter(|k| {
+            v.get(*k)
+                .is_some_and(|x| x.as_object().is_some_and(|o| !o.is_empty()))
+        })
         .collect();
     if !extra.is_empty() {
         tracing::warn!(
@@ -421,7 +454,13 @@ fn warn_unapplied(ignition: &str, host: &HostSpec) {
 
 impl ExternalCluster {
     async fn take_host(&self) -> Result<HostSpec, PlatformError> {
-        let Mode::Hosts { free, released, total, .. } = &self.inner.mode else {
+        let Mode::Hosts {
+            free,
+            released,
+            total,
+            ..
+        } = &self.inner.mode
+        else {
             unreachable!("take_host in provisioning mode")
         };
         let wanted = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
@@ -441,7 +480,9 @@ impl ExternalCluster {
     }
 
     async fn attach_host(&self, spec: &MachineSpec) -> Result<Arc<ExternalMachine>, PlatformError> {
-        let Mode::Hosts { key, .. } = &self.inner.mode else { unreachable!() };
+        let Mode::Hosts { key, .. } = &self.inner.mode else {
+            unreachable!()
+        };
         let host = self.take_host().await?;
         let guard = HostGuard {
             inner: Some(self.inner.clone()),
@@ -457,10 +498,9 @@ impl ExternalCluster {
         let session = connect(&host, &login, key, self.inner.opts.connect_timeout).await?;
         for (user, k) in ssh_keys(&spec.ignition) {
             let script = authorize_script(&user, &k, &marker);
-            let o = session
-                .exec(&script)
-                .await
-                .map_err(|e| PlatformError::Machine(format!("{host}: installing the run's key: {e}")))?;
+            let o = session.exec(&script).await.map_err(|e| {
+                PlatformError::Machine(format!("{host}: installing the run's key: {e}"))
+            })?;
             if !o.success() {
                 session.close().await;
                 return Err(PlatformError::Machine(format!(
@@ -481,7 +521,10 @@ impl ExternalCluster {
                 host,
                 login,
                 marker,
-                users: ssh_keys(&spec.ignition).into_iter().map(|(u, _)| u).collect(),
+                users: ssh_keys(&spec.ignition)
+                    .into_iter()
+                    .map(|(u, _)| u)
+                    .collect(),
             },
             console: Mutex::new(String::new()),
             state: AtomicU8::new(RUNNING),
@@ -489,7 +532,9 @@ impl ExternalCluster {
     }
 
     async fn provision(&self, spec: &MachineSpec) -> Result<Arc<ExternalMachine>, PlatformError> {
-        let Mode::Provision { runner } = &self.inner.mode else { unreachable!() };
+        let Mode::Provision { runner } = &self.inner.mode else {
+            unreachable!()
+        };
         let opts = &self.inner.opts;
         let script = opts.provisioning_cmds.as_deref().unwrap_or_default();
         let dir = spec.dir.display().to_string();
@@ -529,7 +574,9 @@ impl ExternalCluster {
             let addr = match resolve(&host).await {
                 Ok(a) => a,
                 Err(e) => {
-                    last = format!("the provisioning commands printed {host}, which is not an address ({e})");
+                    last = format!(
+                        "the provisioning commands printed {host}, which is not an address ({e})"
+                    );
                     continue;
                 }
             };
@@ -697,7 +744,9 @@ impl ExternalMachine {
         else {
             return;
         };
-        let Mode::Provision { runner } = &self.inner.mode else { return };
+        let Mode::Provision { runner } = &self.inner.mode else {
+            return;
+        };
         match runner {
             Runner::Local => {
                 let file = match std::fs::File::create(self.dir.join("console.txt")) {
@@ -728,14 +777,20 @@ impl ExternalMachine {
                     shell_quote(cmd),
                     shell_quote(&log)
                 );
-                match runner.run(&script, &[("IPADDR", ipaddr)], Duration::from_secs(60)).await {
+                match runner
+                    .run(&script, &[("IPADDR", ipaddr)], Duration::from_secs(60))
+                    .await
+                {
                     Ok(o) if o.ok => {
                         *console.lock().expect("poisoned") = Some(ConsoleProc::Remote {
                             pid: o.stdout.trim().to_string(),
                             log,
                         })
                     }
-                    Ok(o) => tracing::warn!("starting the serial console command failed: {}", o.stderr.trim()),
+                    Ok(o) => tracing::warn!(
+                        "starting the serial console command failed: {}",
+                        o.stderr.trim()
+                    ),
                     Err(e) => tracing::warn!(error = %e, "starting the serial console command"),
                 }
             }
@@ -769,7 +824,9 @@ impl ExternalMachine {
     }
 
     async fn stop_console(&self) {
-        let Target::Provisioned { console, .. } = &self.target else { return };
+        let Target::Provisioned { console, .. } = &self.target else {
+            return;
+        };
         let proc_ = console.lock().expect("poisoned").take();
         match proc_ {
             Some(ConsoleProc::Local(mut c)) => {
@@ -777,10 +834,16 @@ impl ExternalMachine {
                 let _ = c.wait().await;
             }
             Some(ConsoleProc::Remote { pid, log }) => {
-                let Mode::Provision { runner } = &self.inner.mode else { return };
+                let Mode::Provision { runner } = &self.inner.mode else {
+                    return;
+                };
                 let _ = runner
                     .run(
-                        &format!("kill {} 2>/dev/null; rm -f {}", shell_quote(&pid), shell_quote(&log)),
+                        &format!(
+                            "kill {} 2>/dev/null; rm -f {}",
+                            shell_quote(&pid),
+                            shell_quote(&log)
+                        ),
                         &[],
                         Duration::from_secs(60),
                     )
@@ -835,8 +898,15 @@ impl Machine for ExternalMachine {
         *self.console.lock().expect("poisoned") = c.clone();
         self.stop_console().await;
         match &self.target {
-            Target::Host { host, login, marker, users } => {
-                let Mode::Hosts { key, .. } = &self.inner.mode else { unreachable!() };
+            Target::Host {
+                host,
+                login,
+                marker,
+                users,
+            } => {
+                let Mode::Hosts { key, .. } = &self.inner.mode else {
+                    unreachable!()
+                };
                 write_console(&self.dir, &c);
                 let r = async {
                     let s = connect(host, login, key, self.inner.opts.connect_timeout).await?;
@@ -844,7 +914,12 @@ impl Machine for ExternalMachine {
                     for u in users {
                         match s.exec(&revoke_script(u, marker)).await {
                             Ok(o) if o.success() => {}
-                            Ok(o) => err = Some(format!("{host}: removing the run's key: {}", o.stderr_str().trim())),
+                            Ok(o) => {
+                                err = Some(format!(
+                                    "{host}: removing the run's key: {}",
+                                    o.stderr_str().trim()
+                                ))
+                            }
                             Err(e) => err = Some(format!("{host}: removing the run's key: {e}")),
                         }
                     }
@@ -862,9 +937,15 @@ impl Machine for ExternalMachine {
                 let Some(cmds) = &self.inner.opts.deprovisioning_cmds else {
                     return Ok(());
                 };
-                let Mode::Provision { runner } = &self.inner.mode else { unreachable!() };
+                let Mode::Provision { runner } = &self.inner.mode else {
+                    unreachable!()
+                };
                 let o = runner
-                    .run(cmds, &[("IPADDR", ipaddr.as_str())], self.inner.opts.provision_timeout)
+                    .run(
+                        cmds,
+                        &[("IPADDR", ipaddr.as_str())],
+                        self.inner.opts.provision_timeout,
+                    )
                     .await?;
                 if o.ok {
                     Ok(())
@@ -885,7 +966,10 @@ impl Machine for ExternalMachine {
             .compare_exchange(RUNNING, KEPT, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return Err(PlatformError::Machine(format!("machine {} is already torn down", self.id)));
+            return Err(PlatformError::Machine(format!(
+                "machine {} is already torn down",
+                self.id
+            )));
         }
         self.stop_console().await;
         Ok(match &self.target {
@@ -912,7 +996,10 @@ mod tests {
     #[test]
     fn host_specs_parse() {
         let h: HostSpec = "core@10.0.0.5:2222".parse().unwrap();
-        assert_eq!((h.user.as_deref(), h.host.as_str(), h.port), (Some("core"), "10.0.0.5", 2222));
+        assert_eq!(
+            (h.user.as_deref(), h.host.as_str(), h.port),
+            (Some("core"), "10.0.0.5", 2222)
+        );
         let h: HostSpec = "board.lab".parse().unwrap();
         assert_eq!((h.user, h.host.as_str(), h.port), (None, "board.lab", 22));
         let h: HostSpec = "root@[fd00::5]:22".parse().unwrap();
@@ -926,7 +1013,10 @@ mod tests {
 
     #[test]
     fn addresses_come_from_the_last_line() {
-        assert_eq!(parse_address("booting...\n10.0.0.9\n\n", 22).unwrap().host, "10.0.0.9");
+        assert_eq!(
+            parse_address("booting...\n10.0.0.9\n\n", 22).unwrap().host,
+            "10.0.0.9"
+        );
         let h = parse_address("x\n127.0.0.1:2201", 22).unwrap();
         assert_eq!((h.host.as_str(), h.port), ("127.0.0.1", 2201));
         assert!(parse_address("", 22).is_err());
@@ -941,7 +1031,11 @@ mod tests {
     #[tokio::test]
     async fn local_runner_passes_variables() {
         let o = Runner::Local
-            .run("printf '%s' \"$USERDATA\"", &[("USERDATA", "{\"a\": 'b'}")], Duration::from_secs(10))
+            .run(
+                "printf '%s' \"$USERDATA\"",
+                &[("USERDATA", "{\"a\": 'b'}")],
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
         assert!(o.ok);

@@ -25,7 +25,10 @@ fn image() -> ImageInfo {
 }
 
 fn me() -> String {
-    let o = std::process::Command::new("id").arg("-un").output().unwrap();
+    let o = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
     String::from_utf8(o.stdout).unwrap().trim().to_string()
 }
 
@@ -68,8 +71,7 @@ fn passed(o: &AttemptOutcome) {
     assert!(
         o.attempt.passed,
         "the attempt failed: {:?}\noutput: {}",
-        o.attempt.failure,
-        o.attempt.output
+        o.attempt.failure, o.attempt.output
     );
 }
 
@@ -83,7 +85,11 @@ async fn existing_hosts_get_the_run_key_for_the_test_and_lose_it_after() {
     let mut o = ExternalOptions::new(Arch::Amd64, image());
     o.hosts = vec![
         format!("{user}@127.0.0.1:{}", a.port).parse().unwrap(),
-        HostSpec { user: None, host: "127.0.0.1".into(), port: b.port },
+        HostSpec {
+            user: None,
+            host: "127.0.0.1".into(),
+            port: b.port,
+        },
     ];
     o.user = Some(user.clone());
     o.key = Some(login_path);
@@ -98,13 +104,19 @@ async fn existing_hosts_get_the_run_key_for_the_test_and_lose_it_after() {
             anyhow::ensure!(ms.len() == 2, "two machines");
             for m in &ms {
                 let o = m.ssh("echo hello from $HOME").await?;
-                anyhow::ensure!(o.success() && o.stdout_str().starts_with("hello from /"), "{o:?}");
+                anyhow::ensure!(
+                    o.success() && o.stdout_str().starts_with("hello from /"),
+                    "{o:?}"
+                );
             }
             // While the test runs, each host has the run's key, marked.
             for h in [&ha, &hb] {
                 let keys = std::fs::read_to_string(h.join(".ssh/authorized_keys"))?;
                 anyhow::ensure!(keys.contains(&run_key), "run key missing: {keys}");
-                anyhow::ensure!(keys.lines().filter(|l| l.contains(" bogie-")).count() == 1, "{keys}");
+                anyhow::ensure!(
+                    keys.lines().filter(|l| l.contains(" bogie-")).count() == 1,
+                    "{keys}"
+                );
             }
             Ok(())
         }
@@ -130,11 +142,18 @@ async fn existing_hosts_get_the_run_key_for_the_test_and_lose_it_after() {
     })
     .default_user(&user);
     passed(&run_attempt(&c, &again, 1, Box::new(|_| {})).await);
-    let too_big = Test::new("external.three", |_| async { Ok(()) }).cluster_size(3).default_user(&user);
+    let too_big = Test::new("external.three", |_| async { Ok(()) })
+        .cluster_size(3)
+        .default_user(&user);
     let r = run_attempt(&c, &too_big, 1, Box::new(|_| {})).await;
     let f = r.attempt.failure.unwrap();
     assert_eq!(f.class, bogie_reports::FailureClass::Harness);
-    assert!(f.message.contains("more machines than the 2 --external-host"), "{}", f.message);
+    assert!(
+        f.message
+            .contains("more machines than the 2 --external-host"),
+        "{}",
+        f.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +181,10 @@ async fn provisioning_commands_boot_deprovision_and_stream_the_console() {
         let mgmt = FakeHost::start(login.public_openssh()).await;
         let mut o = ExternalOptions::new(Arch::Amd64, image());
         o.provisioning_cmds = Some(provision.clone());
-        o.deprovisioning_cmds = Some(format!("echo \"deprovisioned $IPADDR\" >> {}", log.display()));
+        o.deprovisioning_cmds = Some(format!(
+            "echo \"deprovisioned $IPADDR\" >> {}",
+            log.display()
+        ));
         o.serial_console_cmd = Some("echo \"serial console of $IPADDR\"; sleep 300".into());
         if remote {
             o.hosts = vec![format!("{user}@127.0.0.1:{}", mgmt.port).parse().unwrap()];
@@ -180,14 +202,22 @@ async fn provisioning_commands_boot_deprovision_and_stream_the_console() {
         let outcome = run_attempt(&c, &test, 1, Box::new(|_| {})).await;
         passed(&outcome);
         let m = &outcome.attempt.machines[0];
-        let mdir = out.path().join(m.console.as_ref().unwrap()).parent().unwrap().to_path_buf();
+        let mdir = out
+            .path()
+            .join(m.console.as_ref().unwrap())
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let ign = std::fs::read_to_string(mdir.join("ignition.json")).unwrap();
         if !remote {
             // $BOGIE_MACHINE_DIR is local: the config arrived unchanged.
             assert_eq!(std::fs::read_to_string(mdir.join("userdata")).unwrap(), ign);
         }
         let console = std::fs::read_to_string(mdir.join("console.txt")).unwrap();
-        assert!(console.contains("serial console of 127.0.0.1"), "remote={remote}: {console:?}");
+        assert!(
+            console.contains("serial console of 127.0.0.1"),
+            "remote={remote}: {console:?}"
+        );
         let l = std::fs::read_to_string(&log).unwrap();
         assert!(l.contains(&format!("provisioned {}", m.id)), "{l}");
         assert!(l.trim_end().ends_with("deprovisioned 127.0.0.1"), "{l}");
@@ -206,27 +236,48 @@ async fn failing_provisioning_is_a_harness_failure_with_its_stderr() {
     let r = run_attempt(&c, &test, 1, Box::new(|_| {})).await;
     let f = r.attempt.failure.unwrap();
     assert_eq!(f.class, bogie_reports::FailureClass::Harness);
-    assert!(f.message.contains("no free board in the lab"), "{}", f.message);
+    assert!(
+        f.message.contains("no free board in the lab"),
+        "{}",
+        f.message
+    );
     let mut o = ExternalOptions::new(Arch::Amd64, image());
     o.provisioning_cmds = Some("echo done".into());
     o.provision_attempts = 1;
     let p = Arc::new(ExternalPlatform::new(o).unwrap());
     let r = run_attempt(&ctx(p, out.path()), &test, 1, Box::new(|_| {})).await;
-    assert!(r.attempt.failure.unwrap().message.contains("not an address"));
+    assert!(r
+        .attempt
+        .failure
+        .unwrap()
+        .message
+        .contains("not an address"));
 }
 
 #[test]
 fn input_errors() {
     let e = ExternalPlatform::new(ExternalOptions::new(Arch::Amd64, image())).unwrap_err();
-    assert!(matches!(&e, PlatformError::Input(m) if m.contains("--external-host")), "{e}");
+    assert!(
+        matches!(&e, PlatformError::Input(m) if m.contains("--external-host")),
+        "{e}"
+    );
     let mut o = ExternalOptions::new(Arch::Amd64, image());
     o.hosts = vec!["board:22".parse().unwrap()];
     let e = ExternalPlatform::new(o.clone()).unwrap_err();
-    assert!(matches!(&e, PlatformError::Input(m) if m.contains("--external-key")), "{e}");
+    assert!(
+        matches!(&e, PlatformError::Input(m) if m.contains("--external-key")),
+        "{e}"
+    );
     o.key = Some("/nonexistent/key".into());
-    assert!(matches!(ExternalPlatform::new(o.clone()), Err(PlatformError::Input(_))));
+    assert!(matches!(
+        ExternalPlatform::new(o.clone()),
+        Err(PlatformError::Input(_))
+    ));
     o.provisioning_cmds = Some("true".into());
     o.hosts.push("other:22".parse().unwrap());
     let e = ExternalPlatform::new(o).unwrap_err();
-    assert!(matches!(&e, PlatformError::Input(m) if m.contains("at most one")), "{e}");
+    assert!(
+        matches!(&e, PlatformError::Input(m) if m.contains("at most one")),
+        "{e}"
+    );
 }

@@ -46,7 +46,9 @@ pub struct BootServer {
 
 impl std::fmt::Debug for BootServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("BootServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,9 @@ impl BootServer {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((conn, _)) = listener.accept().await else { continue };
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     if let Err(e) = serve(conn, &st).await {
@@ -108,7 +112,9 @@ async fn read_head(conn: &mut TcpStream) -> std::io::Result<String> {
     loop {
         let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")
+            })??;
         if n == 0 {
             break;
         }
@@ -218,7 +224,14 @@ mod tests {
         assert!(get(s.port(), "/nope").await.starts_with("HTTP/1.1 404"));
         let log = s.log();
         assert_eq!(log.len(), 3);
-        assert_eq!(log[0], Access { path: "/a".into(), status: 200, bytes: 5 });
+        assert_eq!(
+            log[0],
+            Access {
+                path: "/a".into(),
+                status: 200,
+                bytes: 5
+            }
+        );
         assert_eq!(log[2].status, 404);
     }
 }

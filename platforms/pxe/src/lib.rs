@@ -182,7 +182,8 @@ impl PxePlatform {
                 input("qemu-system-x86_64 not found in PATH: install the Debian package qemu-system-x86")
             })?,
         };
-        let disk = (opts.root_disk && m.disk.is_file()).then(|| (m.disk.clone(), m.disk_format.clone()));
+        let disk =
+            (opts.root_disk && m.disk.is_file()).then(|| (m.disk.clone(), m.disk_format.clone()));
         // The device can work while QEMU still cannot run a vCPU (a nested hypervisor
         // refusing MSRs): try QEMU itself too.
         let kvm = opts.kvm
@@ -261,7 +262,10 @@ impl Platform for PxePlatform {
     }
 
     fn capabilities(&self) -> BTreeSet<String> {
-        ["pxe", "bare-metal"].iter().map(|s| s.to_string()).collect()
+        ["pxe", "bare-metal"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     async fn new_cluster(&self, spec: ClusterSpec) -> Result<Box<dyn Cluster>, PlatformError> {
@@ -282,7 +286,9 @@ pub struct PxeCluster {
 
 impl std::fmt::Debug for PxeCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PxeCluster").field("name", &self.spec.name).finish_non_exhaustive()
+        f.debug_struct("PxeCluster")
+            .field("name", &self.spec.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -306,7 +312,14 @@ async fn spawn_qemu(mut cmd: Command, tied: bool) -> std::io::Result<Child> {
                 if libc::setpgid(0, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) < 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             } else if libc::setsid() < 0 {
@@ -317,8 +330,11 @@ async fn spawn_qemu(mut cmd: Command, tied: bool) -> std::io::Result<Child> {
     }
     let handle = tokio::runtime::Handle::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    spawner().send((cmd, handle, tx)).map_err(|_| std::io::Error::other("the QEMU spawner thread is gone"))?;
-    rx.await.map_err(|_| std::io::Error::other("the QEMU spawner thread is gone"))?
+    spawner()
+        .send((cmd, handle, tx))
+        .map_err(|_| std::io::Error::other("the QEMU spawner thread is gone"))?;
+    rx.await
+        .map_err(|_| std::io::Error::other("the QEMU spawner thread is gone"))?
 }
 
 type SpawnRequest = (
@@ -328,7 +344,8 @@ type SpawnRequest = (
 );
 
 fn spawner() -> std::sync::mpsc::Sender<SpawnRequest> {
-    static S: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> = std::sync::OnceLock::new();
+    static S: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnRequest>>> =
+        std::sync::OnceLock::new();
     S.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<SpawnRequest>();
         std::thread::Builder::new()
@@ -352,14 +369,22 @@ impl PxeCluster {
     pub async fn boot(&self, spec: MachineSpec) -> Result<Arc<PxeMachine>, PlatformError> {
         let inner = &self.platform.inner;
         let dir = &spec.dir;
-        std::fs::create_dir_all(dir).map_err(|e| PlatformError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PlatformError::io(format!("creating {}", dir.display()), e))?;
         let ign = dir.join("ignition.json");
-        std::fs::write(&ign, &spec.ignition).map_err(|e| PlatformError::io("writing ignition.json", e))?;
+        std::fs::write(&ign, &spec.ignition)
+            .map_err(|e| PlatformError::io("writing ignition.json", e))?;
         let server = &inner.server;
         let script_path = format!("/m/{}/boot.ipxe", spec.id);
         let config_path = format!("/m/{}/config.ign", spec.id);
-        server.put(&script_path, Content::Bytes(Arc::new(self.platform.ipxe_script(&spec.id).into_bytes())));
-        server.put(&config_path, Content::Bytes(Arc::new(spec.ignition.clone().into_bytes())));
+        server.put(
+            &script_path,
+            Content::Bytes(Arc::new(self.platform.ipxe_script(&spec.id).into_bytes())),
+        );
+        server.put(
+            &config_path,
+            Content::Bytes(Arc::new(spec.ignition.clone().into_bytes())),
+        );
 
         let overlay = dir.join("disk.qcow2");
         if let Some((base, fmt)) = &inner.disk {
@@ -370,7 +395,9 @@ impl PxeCluster {
                 .stdin(Stdio::null())
                 .output()
                 .await
-                .map_err(|e| PlatformError::io("running qemu-img (Debian package qemu-utils)", e))?;
+                .map_err(|e| {
+                    PlatformError::io("running qemu-img (Debian package qemu-utils)", e)
+                })?;
             if !out.status.success() {
                 return Err(PlatformError::Machine(format!(
                     "qemu-img create failed: {}",
@@ -398,15 +425,23 @@ impl PxeCluster {
                         server.port()
                     ),
                 ])
+                // Debian's iPXE ROMs carry the modern virtio-net id (1af4:1041); SeaBIOS runs
+                // a ROM only for a device with its id, so the NIC is modern-only.
                 .args([
                     "-device",
-                    &format!("virtio-net-pci,netdev=n0,romfile={}", inner.rom.display()),
+                    &format!(
+                        "virtio-net-pci,netdev=n0,disable-legacy=on,romfile={}",
+                        inner.rom.display()
+                    ),
                 ])
                 .args(["-object", "rng-random,filename=/dev/urandom,id=rng0"])
                 .args(["-device", "virtio-rng-pci,rng=rng0"]);
             if inner.disk.is_some() {
-                cmd.args(["-drive", &format!("if=none,id=d0,format=qcow2,file={}", overlay.display())])
-                    .args(["-device", "virtio-blk-pci,drive=d0"]);
+                cmd.args([
+                    "-drive",
+                    &format!("if=none,id=d0,format=qcow2,file={}", overlay.display()),
+                ])
+                .args(["-device", "virtio-blk-pci,drive=d0"]);
             }
             if inner.opts.fw_cfg {
                 for name in bogie_platform_qemu::FW_CFG_NAMES {
@@ -415,18 +450,22 @@ impl PxeCluster {
             }
             let log = std::fs::File::create(dir.join("qemu.log"))
                 .map_err(|e| PlatformError::io("creating qemu.log", e))?;
-            let log2 = log.try_clone().map_err(|e| PlatformError::io("qemu.log", e))?;
+            let log2 = log
+                .try_clone()
+                .map_err(|e| PlatformError::io("qemu.log", e))?;
             cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-            let mut child = spawn_qemu(cmd, !spec.may_outlive)
-                .await
-                .map_err(|e| PlatformError::io(format!("starting {}", inner.binary.display()), e))?;
+            let mut child = spawn_qemu(cmd, !spec.may_outlive).await.map_err(|e| {
+                PlatformError::io(format!("starting {}", inner.binary.display()), e)
+            })?;
             // A port taken in between makes QEMU exit at once.
             tokio::time::sleep(Duration::from_millis(500)).await;
             match child.try_wait() {
                 Ok(Some(status)) => {
                     last = format!(
                         "QEMU exited at once ({status}): {}",
-                        std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default().trim()
+                        std::fs::read_to_string(dir.join("qemu.log"))
+                            .unwrap_or_default()
+                            .trim()
                     );
                     continue;
                 }
@@ -560,7 +599,10 @@ impl Machine for PxeMachine {
             .compare_exchange(RUNNING, KEPT, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            return Err(PlatformError::Machine(format!("machine {} is already torn down", self.id)));
+            return Err(PlatformError::Machine(format!(
+                "machine {} is already torn down",
+                self.id
+            )));
         }
         let pid = self.child.lock().await.take().and_then(|c| {
             let pid = c.id();

@@ -10,7 +10,10 @@ use bogie_harness::{Arch, ClusterSpec, ImageInfo, MachineSpec, Platform};
 use bogie_platform_pxe::{PxeOptions, PxePlatform, IPXE_ROM_DIR};
 
 fn have_qemu() -> bool {
-    let ok = Command::new("qemu-system-x86_64").arg("--version").output().is_ok()
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok()
         && Path::new(IPXE_ROM_DIR).join("efi-virtio.rom").is_file();
     if !ok {
         eprintln!("SKIPPED: needs qemu-system-x86_64 and {IPXE_ROM_DIR} (Debian: qemu-system-x86 ipxe-qemu)");
@@ -22,7 +25,9 @@ fn have_qemu() -> bool {
 fn qemu_processes(name: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains("qemu-system") && cmd.contains(name) {
@@ -54,12 +59,20 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
     )
     .unwrap();
     let image = ImageInfo::load(&d.path().join("manifest.json")).unwrap();
-    let p = PxePlatform::new(PxeOptions::new(image, Arch::Amd64)).await.unwrap();
+    let p = PxePlatform::new(PxeOptions::new(image, Arch::Amd64))
+        .await
+        .unwrap();
     let script = p.ipxe_script("m1-test");
     assert!(script.starts_with("#!ipxe\n"));
     assert!(script.contains(&format!("kernel http://10.0.2.2:{}/kernel initrd=initrd console=ttyS0 ignition.platform.id=metal ignition.config.url=http://10.0.2.2:{}/m/m1-test/config.ign", p.http_port(), p.http_port())), "{script}");
     let out = tempfile::tempdir().unwrap();
-    let cl = p.new_cluster(ClusterSpec { name: "pxe-1".into(), dir: out.path().into() }).await.unwrap();
+    let cl = p
+        .new_cluster(ClusterSpec {
+            name: "pxe-1".into(),
+            dir: out.path().into(),
+        })
+        .await
+        .unwrap();
     let mdir = out.path().join("m1-test");
     std::fs::create_dir_all(&mdir).unwrap();
     let m = cl
@@ -81,7 +94,10 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
     let start = Instant::now();
     loop {
         let log = p.access_log();
-        let got = |path: &str| log.iter().any(|a| a.path == path && a.status == 200 && a.bytes > 0);
+        let got = |path: &str| {
+            log.iter()
+                .any(|a| a.path == path && a.status == 200 && a.bytes > 0)
+        };
         if want.iter().all(|w| got(w)) {
             break;
         }
@@ -92,11 +108,19 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let sizes: Vec<u64> = p.access_log().iter().filter(|a| a.path == "/kernel").map(|a| a.bytes).collect();
+    let sizes: Vec<u64> = p
+        .access_log()
+        .iter()
+        .filter(|a| a.path == "/kernel")
+        .map(|a| a.bytes)
+        .collect();
     assert!(sizes.contains(&(64 * 1024)), "{sizes:?}");
     cl.destroy().await.unwrap();
     assert!(!m.is_running().await);
-    assert!(qemu_processes("bogie-pxe-m1-test").is_empty(), "QEMU left running");
+    assert!(
+        qemu_processes("bogie-pxe-m1-test").is_empty(),
+        "QEMU left running"
+    );
     let log = std::fs::read_to_string(mdir.join("pxe-http.log")).unwrap();
     assert!(log.contains("200 65536 /kernel"), "{log}");
     assert!(!mdir.join("disk.qcow2").exists(), "the overlay is removed");
@@ -107,9 +131,13 @@ async fn input_errors() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("disk.img"), b"x").unwrap();
     let plain = ImageInfo::load(&d.path().join("disk.img")).unwrap();
-    let e = PxePlatform::new(PxeOptions::new(plain.clone(), Arch::Amd64)).await.unwrap_err();
+    let e = PxePlatform::new(PxeOptions::new(plain.clone(), Arch::Amd64))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("manifest"), "{e}");
-    let e = PxePlatform::new(PxeOptions::new(plain, Arch::Arm64)).await.unwrap_err();
+    let e = PxePlatform::new(PxeOptions::new(plain, Arch::Arm64))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("amd64 guests only"), "{e}");
     std::fs::write(d.path().join("disk.qcow2"), b"x").unwrap();
     std::fs::write(
@@ -118,7 +146,9 @@ async fn input_errors() {
     )
     .unwrap();
     let img = ImageInfo::load(&d.path().join("m.json")).unwrap();
-    let e = PxePlatform::new(PxeOptions::new(img.clone(), Arch::Amd64)).await.unwrap_err();
+    let e = PxePlatform::new(PxeOptions::new(img.clone(), Arch::Amd64))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("no kernel"), "{e}");
 }
 
@@ -139,7 +169,10 @@ fn bogie_binary() -> PathBuf {
             cmd.args(["--profile", other]);
         }
     }
-    assert!(cmd.status().unwrap().success(), "cargo build -p bogie failed");
+    assert!(
+        cmd.status().unwrap().success(),
+        "cargo build -p bogie failed"
+    );
     dir.join("bogie")
 }
 
@@ -165,20 +198,38 @@ fn cl_basic_passes_on_a_network_booted_guest() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let jsonl = std::fs::read_to_string(out.path().join("reports/results.jsonl")).unwrap_or_default();
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}\nresults:\n{jsonl}");
+    let jsonl =
+        std::fs::read_to_string(out.path().join("reports/results.jsonl")).unwrap_or_default();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}\nresults:\n{jsonl}"
+    );
     let test: serde_json::Value = jsonl
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v.get("test").cloned())
         .unwrap();
     assert_eq!(test["status"], "pass", "{test}");
-    let console = test["attempts"][0]["machines"][0]["console"].as_str().unwrap();
+    let console = test["attempts"][0]["machines"][0]["console"]
+        .as_str()
+        .unwrap();
     let mdir = out.path().join(console).parent().unwrap().to_path_buf();
     let id = mdir.file_name().unwrap().to_string_lossy().into_owned();
     let log = std::fs::read_to_string(mdir.join("pxe-http.log")).unwrap();
-    for path in [format!("/m/{id}/boot.ipxe"), "/kernel".into(), "/initrd".into()] {
-        assert!(log.lines().any(|l| l.starts_with("200 ") && l.ends_with(&path)), "{path} not served: {log}");
+    for path in [
+        format!("/m/{id}/boot.ipxe"),
+        "/kernel".into(),
+        "/initrd".into(),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with("200 ") && l.ends_with(&path)),
+            "{path} not served: {log}"
+        );
     }
-    assert!(qemu_processes(&format!("bogie-pxe-{id}")).is_empty(), "QEMU left running");
+    assert!(
+        qemu_processes(&format!("bogie-pxe-{id}")).is_empty(),
+        "QEMU left running"
+    );
 }

@@ -87,6 +87,9 @@ pub(crate) struct MachinePlan {
     pub private_nic: Option<PrivateNic>,
     /// `--qemu-options`, appended last.
     pub extra_args: Vec<String>,
+    /// `-incoming URI`: the machine starts paused and loads its state (a template's memory)
+    /// instead of booting.
+    pub incoming: Option<String>,
 }
 
 /// A path as a command-line string; QEMU takes paths as bytes, but we build `key=value`
@@ -251,6 +254,10 @@ impl MachinePlan {
                 ]);
             }
         }
+        if let Some(uri) = &self.incoming {
+            a.push("-incoming".to_string());
+            a.push(uri.clone());
+        }
         a.extend(self.extra_args.iter().cloned());
         Ok(a)
     }
@@ -283,6 +290,7 @@ mod tests {
                 mac: "52:54:00:77:05:0a".into(),
             }),
             extra_args: vec![],
+            incoming: None,
         }
     }
 
@@ -355,6 +363,17 @@ mod tests {
             !args.iter().any(|a| a == "-no-reboot"),
             "tests reboot machines"
         );
+    }
+
+    #[test]
+    fn incoming_comes_before_extra_args() {
+        let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        assert!(!joined(&p).contains("-incoming"));
+        p.incoming = Some("exec:cat '/t/memory'".into());
+        p.extra_args = vec!["-S".into()];
+        let args = p.args().unwrap();
+        let n = args.len();
+        assert_eq!(args[n - 3..], ["-incoming", "exec:cat '/t/memory'", "-S"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod ignition;
 pub mod kvm;
 mod machine;
 pub mod qmp;
+mod snapshot;
 mod spawn;
 
 pub use cmdline::ResolvedAccel;
@@ -487,6 +488,10 @@ impl Platform for QemuPlatform {
 
     async fn new_cluster(&self, spec: ClusterSpec) -> Result<Box<dyn Cluster>, PlatformError> {
         Ok(Box::new(self.cluster(spec)?))
+    }
+
+    fn supports_snapshots(&self) -> bool {
+        true
     }
 }
 

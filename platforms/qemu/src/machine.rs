@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bogie_harness::platform::Template;
 use bogie_harness::{Cluster, ClusterSpec, Machine, MachineSpec, PlatformError};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -15,6 +16,7 @@ use tokio::process::{Child, Command};
 use crate::cmdline::{Boot, Firmware, MachinePlan, PrivateNic};
 use crate::ignition::{self, PRIVATE_NETWORK_FILE};
 use crate::qmp::Qmp;
+use crate::snapshot::{self, Restore};
 use crate::spawn::{self, Lifetime};
 use crate::{BootTemplate, FirmwareTemplate, PlatformInner};
 
@@ -25,8 +27,8 @@ pub const PRIVATE_NET_PREFIX_LEN: u8 = 24;
 const FIRST_HOST: u32 = 10;
 const MAX_MACHINES: u32 = 240;
 
-const QMP_SOCKET: &str = "qmp.sock";
-const OVERLAY: &str = "disk.qcow2";
+pub(crate) const QMP_SOCKET: &str = "qmp.sock";
+pub(crate) const OVERLAY: &str = "disk.qcow2";
 const QEMU_LOG: &str = "qemu.log";
 const CONSOLE: &str = "console.txt";
 const IGNITION: &str = "ignition.json";
@@ -34,7 +36,7 @@ const IGNITION: &str = "ignition.json";
 /// How long QEMU may take to bring up its monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one QMP command.
-const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean `quit` may take before SIGKILL.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: u32 = 3;
@@ -43,7 +45,7 @@ const RUNNING: u8 = 0;
 const KEPT: u8 = 1;
 const DESTROYED: u8 = 2;
 
-fn machine_err(msg: impl Into<String>) -> PlatformError {
+pub(crate) fn machine_err(msg: impl Into<String>) -> PlatformError {
     PlatformError::Machine(msg.into())
 }
 
@@ -93,7 +95,7 @@ async fn connect_qmp(
 }
 
 /// Runs `qemu-img` with a timeout; errors carry its stderr.
-async fn qemu_img(binary: &Path, args: &[&str]) -> Result<(), PlatformError> {
+pub(crate) async fn qemu_img(binary: &Path, args: &[&str]) -> Result<(), PlatformError> {
     let mut cmd = Command::new(binary);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -186,6 +188,26 @@ impl QemuCluster {
 
     /// Boots a machine and returns it with its concrete type.
     pub async fn boot(&self, spec: MachineSpec) -> Result<Arc<QemuMachine>, PlatformError> {
+        self.start(spec, None).await
+    }
+
+    /// Starts a machine from a template ([`QemuMachine::make_template`]) and returns it with
+    /// its concrete type: a new overlay on the template's frozen disk, the template's
+    /// memory loaded with `-incoming`, then resumed.
+    pub async fn restore(
+        &self,
+        spec: MachineSpec,
+        template: &Template,
+    ) -> Result<Arc<QemuMachine>, PlatformError> {
+        let restore = snapshot::load(template, &self.platform, &spec)?;
+        self.start(spec, Some(restore)).await
+    }
+
+    async fn start(
+        &self,
+        spec: MachineSpec,
+        restore: Option<Restore>,
+    ) -> Result<Arc<QemuMachine>, PlatformError> {
         if self.destroyed.load(Ordering::SeqCst) {
             return Err(machine_err(format!(
                 "cluster {} was destroyed",
@@ -200,12 +222,16 @@ impl QemuCluster {
             )));
         }
         let started = Instant::now();
-        let m = Arc::new(boot_machine(&self.platform, spec, self.mcast, self.tag, index).await?);
+        let restored = restore.is_some();
+        let m = Arc::new(
+            boot_machine(&self.platform, spec, self.mcast, self.tag, index, restore).await?,
+        );
         tracing::info!(
             machine = %m.id,
             pid = m.pid,
             ssh_port = m.ssh_port,
-            "QEMU started in {:.1}s",
+            "QEMU {} in {:.1}s",
+            if restored { "restored" } else { "started" },
             started.elapsed().as_secs_f64()
         );
         let late = {
@@ -242,6 +268,15 @@ impl Cluster for QemuCluster {
         Ok(m)
     }
 
+    async fn restore_machine(
+        &self,
+        spec: MachineSpec,
+        template: &Template,
+    ) -> Result<Arc<dyn Machine>, PlatformError> {
+        let m: Arc<dyn Machine> = self.restore(spec, template).await?;
+        Ok(m)
+    }
+
     async fn destroy(&self) -> Result<(), PlatformError> {
         self.destroyed.store(true, Ordering::SeqCst);
         let machines = self.machines();
@@ -265,10 +300,16 @@ async fn boot_machine(
     mcast: SocketAddrV4,
     tag: u8,
     index: u32,
+    restore: Option<Restore>,
 ) -> Result<QemuMachine, PlatformError> {
     let dir = std::fs::canonicalize(&spec.dir)
         .map_err(|e| PlatformError::io(format!("machine dir {}", spec.dir.display()), e))?;
-    let (ip, mac) = private_identity(tag, index);
+    // A restored machine keeps the template's private-network identity: its guest has
+    // already configured it.
+    let (ip, mac) = match &restore {
+        Some(r) => (r.info.private_ip, r.info.mac.clone()),
+        None => private_identity(tag, index),
+    };
 
     // Ignition: add the private NIC's static address, write what QEMU will pass.
     let ignition_path = dir.join(IGNITION);
@@ -306,10 +347,15 @@ async fn boot_machine(
     let img = p.qemu_img.as_path();
     let path_arg = |path: &Path| crate::cmdline::path_str(path).map(str::to_string);
 
-    // The overlay on the base disk (never a copy), then extra disks.
+    // The overlay on the base disk (a restored machine's on the template's frozen disk),
+    // never a copy; then extra disks.
     let overlay = dir.join(OVERLAY);
     let _ = std::fs::remove_file(&overlay);
     guard.files.push(overlay.clone());
+    let (backing, backing_format) = match &restore {
+        Some(r) => (r.disk.clone(), "qcow2"),
+        None => (p.disk.clone(), p.disk_format.as_str()),
+    };
     qemu_img(
         img,
         &[
@@ -318,9 +364,9 @@ async fn boot_machine(
             "-f",
             "qcow2",
             "-F",
-            &p.disk_format,
+            backing_format,
             "-b",
-            &path_arg(&p.disk)?,
+            &path_arg(&backing)?,
             &path_arg(&overlay)?,
         ],
     )
@@ -346,18 +392,16 @@ async fn boot_machine(
     }
 
     let boot = match &p.boot {
+        _ if restore.is_some() => {
+            let r = restore.as_ref().expect("checked");
+            r.boot(&dir, &mut guard.files).await?
+        }
         BootTemplate::DirectKernel {
             kernel,
             initrd,
             args,
         } => {
-            let mut append = args.trim().to_string();
-            for a in &spec.kernel_args {
-                if !append.is_empty() {
-                    append.push(' ');
-                }
-                append.push_str(a);
-            }
+            let append = snapshot::join_args(args, &spec.kernel_args);
             Boot::DirectKernel {
                 kernel: kernel.clone(),
                 initrd: initrd.clone(),
@@ -372,12 +416,19 @@ async fn boot_machine(
         }
     };
 
+    let (memory_mb, cpus) = match &restore {
+        Some(r) => (r.info.memory_mb, r.info.cpus),
+        None => (
+            spec.memory_mb.unwrap_or(p.opts.memory_mb),
+            spec.cpus.unwrap_or(p.opts.cpus).max(1),
+        ),
+    };
     let mut plan = MachinePlan {
         name: spec.id.clone(),
         arch: p.opts.arch,
         accel: p.accel,
-        memory_mb: spec.memory_mb.unwrap_or(p.opts.memory_mb),
-        cpus: spec.cpus.unwrap_or(p.opts.cpus).max(1),
+        memory_mb,
+        cpus,
         boot,
         disk: overlay,
         extra_disks,
@@ -391,6 +442,7 @@ async fn boot_machine(
             mac: mac.clone(),
         }),
         extra_args: p.opts.qemu_options.clone(),
+        incoming: restore.as_ref().map(Restore::incoming_uri),
     };
     let lifetime = if spec.may_outlive {
         Lifetime::Detached
@@ -432,7 +484,18 @@ async fn boot_machine(
         guard.child = Some(child);
 
         match wait_ready(&mut guard, &dir).await {
-            Ok(qmp) => {
+            Ok(mut qmp) => {
+                if restore.is_some() {
+                    // -incoming: load the template's memory, then resume (the template was
+                    // paused when saved, so QEMU does not start it by itself).
+                    if let Err(e) = snapshot::resume_incoming(&mut qmp).await {
+                        return Err(machine_err(format!(
+                            "{}: restoring from a template: {e}; see {}",
+                            spec.id,
+                            log_path.display()
+                        )));
+                    }
+                }
                 let (child, scratch) = guard.disarm();
                 return Ok(QemuMachine {
                     id: spec.id,
@@ -441,7 +504,9 @@ async fn boot_machine(
                     ssh_port: plan.ssh_port,
                     private_ip,
                     may_outlive: spec.may_outlive,
-                    scratch,
+                    scratch: Mutex::new(scratch),
+                    overlay: Mutex::new(plan.disk.clone()),
+                    plan,
                     child: tokio::sync::Mutex::new(child),
                     qmp: tokio::sync::Mutex::new(Some(qmp)),
                     state: AtomicU8::new(RUNNING),
@@ -572,9 +637,13 @@ pub struct QemuMachine {
     private_ip: Option<Ipv4Addr>,
     may_outlive: bool,
     /// Files removed on teardown: the overlay, extra disks, the UEFI vars copy.
-    scratch: Vec<PathBuf>,
+    pub(crate) scratch: Mutex<Vec<PathBuf>>,
+    /// The disk the machine writes to (changes when it is frozen into a template).
+    pub(crate) overlay: Mutex<PathBuf>,
+    /// How it was started (what a restore from it must repeat).
+    pub(crate) plan: MachinePlan,
     child: tokio::sync::Mutex<Option<Child>>,
-    qmp: tokio::sync::Mutex<Option<Qmp>>,
+    pub(crate) qmp: tokio::sync::Mutex<Option<Qmp>>,
     state: AtomicU8,
 }
 
@@ -605,9 +674,20 @@ impl QemuMachine {
         self.dir.join(QMP_SOCKET)
     }
 
-    /// The machine's qcow2 overlay disk.
+    /// The machine's qcow2 overlay disk (the one it writes to now).
     pub fn overlay(&self) -> PathBuf {
-        self.dir.join(OVERLAY)
+        self.overlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Freezes the running machine into a template under `dir`: pauses it, moves its disk
+    /// writes to a new overlay (the old one becomes the template's read-only disk), saves
+    /// its memory with `migrate`, and resumes it. The pause lasts about as long as writing
+    /// the memory file (a second or two for a 1 GiB guest).
+    pub async fn make_template(&self, dir: &Path) -> Result<Template, PlatformError> {
+        snapshot::make_template(self, dir).await
     }
 
     /// Runs a QMP command on the machine's monitor connection (e.g. for snapshots).
@@ -643,11 +723,12 @@ impl QemuMachine {
     }
 
     fn remove_scratch(&self) {
-        for f in self
+        let scratch = self
             .scratch
-            .iter()
-            .chain(std::iter::once(&self.qmp_socket()))
-        {
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for f in scratch.iter().chain(std::iter::once(&self.qmp_socket())) {
             if let Err(e) = std::fs::remove_file(f) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!("removing {}: {e}", f.display());
@@ -733,6 +814,10 @@ impl Machine for QemuMachine {
         result
     }
 
+    async fn make_template(&self, dir: &Path) -> Result<Template, PlatformError> {
+        QemuMachine::make_template(self, dir).await
+    }
+
     async fn keep(&self) -> Result<Value, PlatformError> {
         if !self.may_outlive {
             return Err(machine_err(format!(
@@ -762,7 +847,7 @@ impl Machine for QemuMachine {
             "private_ip": self.private_ip.map(|ip| ip.to_string()),
             "qmp": self.qmp_socket(),
             "dir": self.dir,
-            "disks": self.scratch,
+            "disks": self.scratch.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }))
     }
 }

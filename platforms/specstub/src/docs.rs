@@ -96,10 +96,7 @@ impl Docs {
         // Examples are documentation, and their files are not part of the set.
         strip_examples(&mut v);
         let v = Arc::new(v);
-        self.cache
-            .lock()
-            .expect("poisoned")
-            .insert(path, v.clone());
+        self.cache.lock().expect("poisoned").insert(path, v.clone());
         Ok(v)
     }
 

@@ -104,13 +104,11 @@ impl<'a> Checker<'a> {
         match v.get("additionalProperties") {
             Some(Value::Bool(true)) => shape.additional = Some(None),
             Some(Value::Object(m)) if m.is_empty() => shape.additional = Some(None),
-            Some(a @ Value::Object(_)) => {
-                if !matches!(shape.additional, Some(None)) {
-                    shape.additional = Some(Some(Node {
-                        doc: s.doc.clone(),
-                        value: a.clone(),
-                    }));
-                }
+            Some(a @ Value::Object(_)) if !matches!(shape.additional, Some(None)) => {
+                shape.additional = Some(Some(Node {
+                    doc: s.doc.clone(),
+                    value: a.clone(),
+                }));
             }
             _ => {}
         }
@@ -183,8 +181,15 @@ impl<'a> Checker<'a> {
             }
         }
         // Azure's extensible enums (`x-ms-enum: {modelAsString: true}`) accept any string.
-        let extensible = v.pointer("/x-ms-enum/modelAsString").and_then(Value::as_bool) == Some(true);
-        if let Some(en) = v.get("enum").and_then(Value::as_array).filter(|_| !extensible) {
+        let extensible = v
+            .pointer("/x-ms-enum/modelAsString")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if let Some(en) = v
+            .get("enum")
+            .and_then(Value::as_array)
+            .filter(|_| !extensible)
+        {
             if !en.contains(value) {
                 let shown: Vec<String> = en.iter().take(12).map(Value::to_string).collect();
                 errs.push(format!(
@@ -232,22 +237,21 @@ impl<'a> Checker<'a> {
                             errs.push(format!("{path}: not base64 (format byte)"));
                         }
                     }
-                    Some("date-time") => {
-                        if chrono::DateTime::parse_from_rfc3339(text).is_err() {
-                            errs.push(format!("{path}: {text:?} is not an RFC 3339 date-time"));
-                        }
+                    Some("date-time") if chrono::DateTime::parse_from_rfc3339(text).is_err() => {
+                        errs.push(format!("{path}: {text:?} is not an RFC 3339 date-time"));
                     }
-                    Some("int64" | "uint64") => {
-                        if text.parse::<i128>().is_err() {
-                            errs.push(format!("{path}: {text:?} is not an integer string"));
-                        }
+                    Some("int64" | "uint64") if text.parse::<i128>().is_err() => {
+                        errs.push(format!("{path}: {text:?} is not an integer string"));
                     }
                     _ => {}
                 }
             }
             Some("integer") => {
                 if type_of(value) != "integer" {
-                    errs.push(format!("{path}: expected an integer, got {}", type_of(value)));
+                    errs.push(format!(
+                        "{path}: expected an integer, got {}",
+                        type_of(value)
+                    ));
                 }
             }
             Some("number") => {
@@ -257,7 +261,10 @@ impl<'a> Checker<'a> {
             }
             Some("boolean") => {
                 if !value.is_boolean() {
-                    errs.push(format!("{path}: expected a boolean, got {}", type_of(value)));
+                    errs.push(format!(
+                        "{path}: expected a boolean, got {}",
+                        type_of(value)
+                    ));
                 }
             }
             Some("any") | None => {}
@@ -267,7 +274,10 @@ impl<'a> Checker<'a> {
 
     fn object(&self, s: &Node, value: &Value, path: &str, errs: &mut Vec<String>, depth: usize) {
         let Some(obj) = value.as_object() else {
-            errs.push(format!("{path}: expected an object, got {}", type_of(value)));
+            errs.push(format!(
+                "{path}: expected an object, got {}",
+                type_of(value)
+            ));
             return;
         };
         let mut shape = Shape::default();

@@ -138,7 +138,9 @@ pub struct Stub {
 
 impl std::fmt::Debug for Stub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stub").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Stub")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,7 +188,10 @@ async fn serve(
         r
     } else if let Err(why) = sh.backend.authorize(&headers) {
         record.rejected = Some(format!("unauthorized: {why}"));
-        Reply::json(401, json!({"error": {"code": "Unauthorized", "message": why}}))
+        Reply::json(
+            401,
+            json!({"error": {"code": "Unauthorized", "message": why}}),
+        )
     } else {
         match sh.spec.check_request(method.as_str(), &path, &query, &body) {
             Err(problems) => {
@@ -224,10 +229,12 @@ async fn serve(
                 if let Some(b) = &reply.body {
                     let problems = sh.spec.check_response(&m.operation, reply.status, b);
                     if !problems.is_empty() {
-                        sh.response_problems
-                            .lock()
-                            .expect("poisoned")
-                            .push(format!("{} {}: {}", m.operation, reply.status, problems.join("; ")));
+                        sh.response_problems.lock().expect("poisoned").push(format!(
+                            "{} {}: {}",
+                            m.operation,
+                            reply.status,
+                            problems.join("; ")
+                        ));
                     }
                 }
                 reply
@@ -293,13 +300,20 @@ impl Stub {
     pub fn rejections(&self) -> Vec<String> {
         self.records()
             .into_iter()
-            .filter_map(|r| r.rejected.map(|why| format!("{} {}: {why}", r.method, r.path)))
+            .filter_map(|r| {
+                r.rejected
+                    .map(|why| format!("{} {}: {why}", r.method, r.path))
+            })
             .collect()
     }
 
     /// Answers of the fake that do not match the description's response schemas.
     pub fn response_problems(&self) -> Vec<String> {
-        self.shared.response_problems.lock().expect("poisoned").clone()
+        self.shared
+            .response_problems
+            .lock()
+            .expect("poisoned")
+            .clone()
     }
 
     /// The calls of one operation (allowed ones).

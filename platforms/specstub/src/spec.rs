@@ -200,18 +200,25 @@ impl Spec {
                     let Some(op) = item.get(m) else { continue };
                     let mut params = Vec::new();
                     let mut body = None;
-                    let all = shared
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .chain(op.get("parameters").and_then(Value::as_array).into_iter().flatten());
+                    let all = shared.as_array().into_iter().flatten().chain(
+                        op.get("parameters")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten(),
+                    );
                     for p in all {
                         let p = docs.resolve(&Node {
                             doc: doc.clone(),
                             value: p.clone(),
                         })?;
-                        let name = p.value.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-                        let required = p.value.get("required").and_then(Value::as_bool) == Some(true);
+                        let name = p
+                            .value
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        let required =
+                            p.value.get("required").and_then(Value::as_bool) == Some(true);
                         match p.value.get("in").and_then(Value::as_str) {
                             Some("body") => {
                                 let schema = p.value.get("schema").cloned().unwrap_or(Value::Null);
@@ -230,7 +237,9 @@ impl Spec {
                                     _ => In::Header,
                                 };
                                 // Operation-level parameters override path-level ones.
-                                params.retain(|x: &Param| !(x.name == name && x.location == location));
+                                params.retain(|x: &Param| {
+                                    !(x.name == name && x.location == location)
+                                });
                                 params.push(Param {
                                     name,
                                     location,
@@ -243,7 +252,12 @@ impl Spec {
                         }
                     }
                     let mut responses = BTreeMap::new();
-                    for (code, r) in op.get("responses").and_then(Value::as_object).into_iter().flatten() {
+                    for (code, r) in op
+                        .get("responses")
+                        .and_then(Value::as_object)
+                        .into_iter()
+                        .flatten()
+                    {
                         let r = docs.resolve(&Node {
                             doc: doc.clone(),
                             value: r.clone(),
@@ -295,26 +309,39 @@ impl Spec {
             .and_then(|rest| rest.find('/').map(|i| rest[i..].to_string()))
             .unwrap_or_default();
         let mut operations = Vec::new();
-        for (template, item) in root.get("paths").and_then(Value::as_object).into_iter().flatten() {
+        for (template, item) in root
+            .get("paths")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let item = docs.resolve(&Node {
                 doc: root_doc.clone(),
                 value: item.clone(),
             })?;
             let shared = item.value.get("parameters").cloned().unwrap_or(Value::Null);
             for m in METHODS {
-                let Some(op) = item.value.get(m) else { continue };
+                let Some(op) = item.value.get(m) else {
+                    continue;
+                };
                 let mut params: Vec<Param> = Vec::new();
-                let all = shared
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .chain(op.get("parameters").and_then(Value::as_array).into_iter().flatten());
+                let all = shared.as_array().into_iter().flatten().chain(
+                    op.get("parameters")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten(),
+                );
                 for p in all {
                     let p = docs.resolve(&Node {
                         doc: item.doc.clone(),
                         value: p.clone(),
                     })?;
-                    let name = p.value.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                    let name = p
+                        .value
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     let location = match p.value.get("in").and_then(Value::as_str) {
                         Some("path") => In::Path,
                         Some("query") => In::Query,
@@ -351,7 +378,12 @@ impl Spec {
                     }
                 }
                 let mut responses = BTreeMap::new();
-                for (code, r) in op.get("responses").and_then(Value::as_object).into_iter().flatten() {
+                for (code, r) in op
+                    .get("responses")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
                     let r = docs.resolve(&Node {
                         doc: item.doc.clone(),
                         value: r.clone(),
@@ -429,10 +461,24 @@ impl Spec {
         let mut operations = Vec::new();
         let mut stack: Vec<&Value> = vec![&root];
         while let Some(node) = stack.pop() {
-            for (_, res) in node.get("resources").and_then(Value::as_object).into_iter().flatten() {
+            for (_, res) in node
+                .get("resources")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
                 stack.push(res);
-                for (_, m) in res.get("methods").and_then(Value::as_object).into_iter().flatten() {
-                    let template = m.get("path").and_then(Value::as_str).unwrap_or("").to_string();
+                for (_, m) in res
+                    .get("methods")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    let template = m
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     let params = m
                         .get("parameters")
                         .and_then(Value::as_object)
@@ -460,7 +506,11 @@ impl Spec {
                         );
                     }
                     operations.push(Operation {
-                        id: m.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
+                        id: m
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                         method: m
                             .get("httpMethod")
                             .and_then(Value::as_str)
@@ -539,7 +589,11 @@ impl Spec {
         let checker = Checker::new(&self.docs, Mode::Request);
         // Path parameters.
         for (name, value) in &path_params {
-            match op.params.iter().find(|p| p.location == In::Path && p.name == *name) {
+            match op
+                .params
+                .iter()
+                .find(|p| p.location == In::Path && p.name == *name)
+            {
                 Some(p) => self.check_scalar(p, value, &mut errs),
                 None => errs.push(format!("path parameter {name} is not declared")),
             }
@@ -558,7 +612,11 @@ impl Spec {
                 None => errs.push(format!("query parameter {k:?} is not allowed by {}", op.id)),
             }
         }
-        for p in op.params.iter().filter(|p| p.location == In::Query && p.required) {
+        for p in op
+            .params
+            .iter()
+            .filter(|p| p.location == In::Query && p.required)
+        {
             if !seen.contains(p.name.as_str()) {
                 errs.push(format!("missing required query parameter {:?}", p.name));
             }
@@ -625,8 +683,9 @@ impl Spec {
             Some("boolean") if value != "true" && value != "false" => {
                 errs.push(format!("parameter {name}={value:?} is not a boolean"))
             }
-            Some("string") if s.get("format").and_then(Value::as_str) == Some("int64")
-                && value.parse::<i64>().is_err() =>
+            Some("string")
+                if s.get("format").and_then(Value::as_str) == Some("int64")
+                    && value.parse::<i64>().is_err() =>
             {
                 errs.push(format!("parameter {name}={value:?} is not an int64"))
             }
@@ -655,7 +714,9 @@ impl Spec {
             Some(s) => Checker::new(&self.docs, Mode::Response).check(s, body, "response"),
             None if (200..300).contains(&status) && !op.responses.is_empty() => {
                 let declared: Vec<&String> = op.responses.keys().collect();
-                vec![format!("{operation} does not declare status {status} (declares {declared:?})")]
+                vec![format!(
+                    "{operation} does not declare status {status} (declares {declared:?})"
+                )]
             }
             None => Vec::new(),
         }

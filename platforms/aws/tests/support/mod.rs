@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{ArchitectureValues, InstanceStateName, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    ArchitectureValues, InstanceStateName, ResourceType, Tag, TagSpecification,
+};
 use bogie_platform_common::tags::{TAG_BASENAME, TAG_CREATED, TAG_RUN};
 
 /// The workspace's root.
@@ -20,7 +22,11 @@ pub fn workspace() -> PathBuf {
 pub fn profile_dir() -> (PathBuf, String) {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
     (dir, name)
 }
@@ -42,7 +48,10 @@ pub fn moto_server() -> PathBuf {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "python3 -m venv failed (Debian: apt-get install python3-venv)");
+        assert!(
+            ok,
+            "python3 -m venv failed (Debian: apt-get install python3-venv)"
+        );
         let ok = Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "moto[server]"])
             .status()
@@ -61,6 +70,8 @@ pub struct Moto {
     pub url: String,
     /// Its log.
     pub log: PathBuf,
+    /// Where it records requests (after [`Moto::record`]).
+    pub recording: PathBuf,
 }
 
 impl Moto {
@@ -74,8 +85,11 @@ impl Moto {
             .port();
         let log = workspace().join(format!("target/moto-{port}.log"));
         let f = std::fs::File::create(&log).unwrap();
+        let recording = workspace().join(format!("target/moto-{port}.recording"));
         let child = Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ENABLE_RECORDING", "True")
+            .env("MOTO_RECORDER_FILEPATH", &recording)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -85,6 +99,7 @@ impl Moto {
             child,
             url: format!("http://127.0.0.1:{port}"),
             log,
+            recording,
         };
         let start = Instant::now();
         loop {
@@ -93,13 +108,93 @@ impl Moto {
                 break;
             }
             if let Ok(Some(st)) = m.child.try_wait() {
-                panic!("moto_server exited ({st}): {}", std::fs::read_to_string(&m.log).unwrap_or_default());
+                panic!(
+                    "moto_server exited ({st}): {}",
+                    std::fs::read_to_string(&m.log).unwrap_or_default()
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(90), "moto_server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "moto_server did not start"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         m
     }
+}
+
+impl Moto {
+    fn post(&self, path: &str) {
+        let port = self.url.rsplit(':').next().unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        write!(s, "POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        use std::io::Read;
+        let _ = s.read_to_string(&mut out);
+    }
+
+    /// Starts recording every request (moto's recorder).
+    pub fn record(&self) {
+        self.post("/moto-api/recorder/start-recording");
+    }
+
+    /// The EC2 Query-API requests recorded for `action`, as decoded form parameters.
+    pub fn ec2_requests(&self, action: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                let body = v.get("body")?.as_str()?.to_string();
+                if v.get("body_encoded").and_then(|b| b.as_bool()) == Some(true) {
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .ok()?;
+                    String::from_utf8(raw).ok()
+                } else {
+                    Some(body)
+                }
+            })
+            .map(|body| form_decode(&body))
+            .filter(|p| p.get("Action").map(String::as_str) == Some(action))
+            .collect()
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded`.
+pub fn form_decode(s: &str) -> std::collections::BTreeMap<String, String> {
+    fn dec(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < b.len() => {
+                    let h = std::str::from_utf8(&b[i + 1..i + 3])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok());
+                    match h {
+                        Some(v) => {
+                            out.push(v);
+                            i += 2;
+                        }
+                        None => out.push(b'%'),
+                    }
+                }
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    s.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (dec(k), dec(v))
+        })
+        .collect()
 }
 
 impl Drop for Moto {
@@ -107,6 +202,7 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.recording);
     }
 }
 
@@ -166,7 +262,13 @@ pub fn bogie_binary() -> PathBuf {
 }
 
 /// Plants tagged resources (instance, key pair, security group) created `age_h` hours ago.
-pub async fn plant(c: &aws_sdk_ec2::Client, ami: &str, basename: &str, age_h: i64, name: &str) -> (String, String, String) {
+pub async fn plant(
+    c: &aws_sdk_ec2::Client,
+    ami: &str,
+    basename: &str,
+    age_h: i64,
+    name: &str,
+) -> (String, String, String) {
     let created = (chrono::Utc::now() - chrono::Duration::hours(age_h))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let spec = |rt: ResourceType| {
@@ -180,7 +282,9 @@ pub async fn plant(c: &aws_sdk_ec2::Client, ami: &str, basename: &str, age_h: i6
     let key = bogie_harness::ssh::SshKey::generate();
     c.import_key_pair()
         .key_name(name)
-        .public_key_material(aws_sdk_ec2::primitives::Blob::new(key.public_openssh().as_bytes()))
+        .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+            key.public_openssh().as_bytes(),
+        ))
         .tag_specifications(spec(ResourceType::KeyPair))
         .send()
         .await
@@ -206,19 +310,40 @@ pub async fn plant(c: &aws_sdk_ec2::Client, ami: &str, basename: &str, age_h: i6
         .send()
         .await
         .unwrap();
-    (i.instances()[0].instance_id().unwrap().to_string(), name.to_string(), gid)
+    (
+        i.instances()[0].instance_id().unwrap().to_string(),
+        name.to_string(),
+        gid,
+    )
 }
 
 /// Whether an instance is still alive, a key pair and a group exist.
-pub async fn exists(c: &aws_sdk_ec2::Client, planted: &(String, String, String)) -> (bool, bool, bool) {
-    let i = c.describe_instances().instance_ids(&planted.0).send().await.unwrap();
+pub async fn exists(
+    c: &aws_sdk_ec2::Client,
+    planted: &(String, String, String),
+) -> (bool, bool, bool) {
+    let i = c
+        .describe_instances()
+        .instance_ids(&planted.0)
+        .send()
+        .await
+        .unwrap();
     let alive = i
         .reservations()
         .iter()
         .flat_map(|r| r.instances())
         .any(|x| x.state().and_then(|s| s.name()) != Some(&InstanceStateName::Terminated));
-    let k = c.describe_key_pairs().key_names(&planted.1).send().await.is_ok();
-    let g = c.describe_security_groups().group_ids(&planted.2).send().await.is_ok();
+    let k = c
+        .describe_key_pairs()
+        .key_names(&planted.1)
+        .send()
+        .await
+        .is_ok();
+    let g = c
+        .describe_security_groups()
+        .group_ids(&planted.2)
+        .send()
+        .await
+        .is_ok();
     (alive, k, g)
 }
-

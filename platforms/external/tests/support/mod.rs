@@ -38,8 +38,12 @@ fn key_fields(line: &str) -> Option<String> {
 }
 
 fn authorized(home: &Path, key: &russh::keys::PublicKey) -> bool {
-    let Ok(mine) = key.to_openssh() else { return false };
-    let Some(mine) = key_fields(&mine) else { return false };
+    let Ok(mine) = key.to_openssh() else {
+        return false;
+    };
+    let Some(mine) = key_fields(&mine) else {
+        return false;
+    };
     std::fs::read_to_string(home.join(".ssh/authorized_keys"))
         .unwrap_or_default()
         .lines()
@@ -57,7 +61,11 @@ impl russh::server::Server for Host {
 impl russh::server::Handler for Host {
     type Error = russh::Error;
 
-    async fn auth_publickey(&mut self, _user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         Ok(if authorized(&self.home, key.public_key) {
             Auth::Accept
         } else {
@@ -75,7 +83,12 @@ impl russh::server::Handler for Host {
         Ok(())
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let cmd = String::from_utf8_lossy(data).into_owned();
         let handle = session.handle();
@@ -128,10 +141,16 @@ impl FakeHost {
     pub async fn start(login_key: &str) -> FakeHost {
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
-        std::fs::write(home.path().join(".ssh/authorized_keys"), format!("{login_key}\n")).unwrap();
+        std::fs::write(
+            home.path().join(".ssh/authorized_keys"),
+            format!("{login_key}\n"),
+        )
+        .unwrap();
         let mut seed = [0u8; 32];
         for (i, b) in seed.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31).wrapping_add(std::process::id() as u8);
+            *b = (i as u8)
+                .wrapping_mul(31)
+                .wrapping_add(std::process::id() as u8);
         }
         let config = Arc::new(russh::server::Config {
             keys: vec![PrivateKey::from(Ed25519Keypair::from_seed(&seed))],
@@ -139,7 +158,9 @@ impl FakeHost {
             auth_rejection_time_initial: Some(std::time::Duration::from_millis(0)),
             ..Default::default()
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut host = Host {
             home: Arc::new(home.path().to_path_buf()),

@@ -52,7 +52,12 @@ impl AzureFake {
 
     /// The ids of every resource (lower case).
     pub fn ids(&self) -> Vec<String> {
-        self.resources.lock().expect("poisoned").keys().cloned().collect()
+        self.resources
+            .lock()
+            .expect("poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// A stored resource by id (any case).
@@ -94,13 +99,22 @@ impl AzureFake {
                 props.insert("ipAddress".into(), json!(format!("203.0.113.{}", *n)));
             }
             "VirtualMachines_CreateOrUpdate" => {
-                props.insert("vmId".into(), json!(format!("{:032x}", key.len() as u128 * 7919)));
+                props.insert(
+                    "vmId".into(),
+                    json!(format!("{:032x}", key.len() as u128 * 7919)),
+                );
             }
             "NetworkInterfaces_CreateOrUpdate" => {
-                if let Some(cfgs) = props.get_mut("ipConfigurations").and_then(Value::as_array_mut) {
+                if let Some(cfgs) = props
+                    .get_mut("ipConfigurations")
+                    .and_then(Value::as_array_mut)
+                {
                     for (i, c) in cfgs.iter_mut().enumerate() {
                         if let Some(p) = c.get_mut("properties").and_then(Value::as_object_mut) {
-                            p.insert("privateIPAddress".into(), json!(format!("10.0.0.{}", i + 4)));
+                            p.insert(
+                                "privateIPAddress".into(),
+                                json!(format!("10.0.0.{}", i + 4)),
+                            );
                             p.insert("provisioningState".into(), json!("Succeeded"));
                         }
                     }
@@ -110,7 +124,10 @@ impl AzureFake {
         }
         if call.operation == "ResourceGroups_CreateOrUpdate" {
             // A resource group's only property is its provisioning state.
-            obj.insert("properties".into(), json!({"provisioningState": "Succeeded"}));
+            obj.insert(
+                "properties".into(),
+                json!({"provisioningState": "Succeeded"}),
+            );
         }
         let existed = self
             .resources

@@ -43,7 +43,11 @@ impl EquinixFake {
 
     /// Plants a device directly (for gc tests).
     pub fn insert_device(&self, project: &str, device: Value) {
-        let id = device.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+        let id = device
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         self.devices
             .lock()
             .expect("poisoned")

@@ -44,12 +44,21 @@ impl GceFake {
 
     /// Every instance (for assertions).
     pub fn instances(&self) -> Vec<Value> {
-        self.instances.lock().expect("poisoned").values().cloned().collect()
+        self.instances
+            .lock()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Plants an instance directly (for gc tests).
     pub fn insert_instance(&self, project: &str, zone: &str, instance: Value) {
-        let name = instance.get("name").and_then(Value::as_str).unwrap_or("x").to_string();
+        let name = instance
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("x")
+            .to_string();
         self.instances.lock().expect("poisoned").insert(
             format!("projects/{project}/zones/{zone}/instances/{name}"),
             instance,
@@ -74,10 +83,10 @@ impl GceFake {
             "selfLink": format!("{base}/projects/{project}/zones/{zone}/operations/{name}"),
             "insertTime": chrono::Utc::now().to_rfc3339(),
         });
-        self.operations
-            .lock()
-            .expect("poisoned")
-            .insert(format!("projects/{project}/zones/{zone}/operations/{name}"), op.clone());
+        self.operations.lock().expect("poisoned").insert(
+            format!("projects/{project}/zones/{zone}/operations/{name}"),
+            op.clone(),
+        );
         op
     }
 
@@ -98,9 +107,15 @@ impl GceFake {
         o.insert("kind".into(), json!("compute#instance"));
         o.insert("id".into(), json!((9_000_000 + n).to_string()));
         o.insert("status".into(), json!("RUNNING"));
-        o.insert("zone".into(), json!(format!("{base}/projects/{project}/zones/{zone}")));
+        o.insert(
+            "zone".into(),
+            json!(format!("{base}/projects/{project}/zones/{zone}")),
+        );
         o.insert("selfLink".into(), json!(format!("{base}/{key}")));
-        o.insert("creationTimestamp".into(), json!(chrono::Utc::now().to_rfc3339()));
+        o.insert(
+            "creationTimestamp".into(),
+            json!(chrono::Utc::now().to_rfc3339()),
+        );
         if let Some(nics) = o.get_mut("networkInterfaces").and_then(Value::as_array_mut) {
             for (i, nic) in nics.iter_mut().enumerate() {
                 nic["networkIP"] = json!(format!("10.128.0.{}", (n % 200) as usize + i + 2));
@@ -112,7 +127,10 @@ impl GceFake {
                 }
             }
         }
-        self.instances.lock().expect("poisoned").insert(key.clone(), inst);
+        self.instances
+            .lock()
+            .expect("poisoned")
+            .insert(key.clone(), inst);
         Reply::json(200, self.operation(call, "insert", &key))
     }
 
@@ -133,11 +151,15 @@ impl GceFake {
                 continue;
             }
             if let Some((lk, lv)) = &label {
-                if v.pointer(&format!("/labels/{lk}")).and_then(Value::as_str) != Some(lv.as_str()) {
+                if v.pointer(&format!("/labels/{lk}")).and_then(Value::as_str) != Some(lv.as_str())
+                {
                     continue;
                 }
             }
-            by_zone.entry(format!("zones/{z}")).or_default().push(v.clone());
+            by_zone
+                .entry(format!("zones/{z}"))
+                .or_default()
+                .push(v.clone());
         }
         if aggregated {
             let items: serde_json::Map<String, Value> = by_zone
@@ -163,10 +185,7 @@ fn parse_label_filter(f: &str) -> Option<(String, String)> {
     let rest = f.trim().trim_start_matches('(').trim_end_matches(')');
     let rest = rest.strip_prefix("labels.")?;
     let (k, v) = rest.split_once('=')?;
-    Some((
-        k.trim().to_string(),
-        v.trim().trim_matches('"').to_string(),
-    ))
+    Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
 }
 
 impl Backend for GceFake {
@@ -184,7 +203,13 @@ impl Backend for GceFake {
                 None => error(404, &format!("The resource '{key}' was not found")),
             },
             "compute.instances.delete" => {
-                if self.instances.lock().expect("poisoned").remove(&key).is_none() {
+                if self
+                    .instances
+                    .lock()
+                    .expect("poisoned")
+                    .remove(&key)
+                    .is_none()
+                {
                     return error(404, &format!("The resource '{key}' was not found"));
                 }
                 Reply::json(200, self.operation(call, "delete", &key))
