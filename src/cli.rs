@@ -237,11 +237,18 @@ pub struct RunArgs {
     /// Run tests tagged platform-independent on this platform too (otherwise qemu only).
     #[arg(long)]
     pub run_platform_independent: bool,
-    /// Boot every machine cold: no machines started from a snapshot of a ready machine of
-    /// the same config (QEMU starts them from one by default).
+    /// Start machines of tests that share a first-boot config from a snapshot of one ready
+    /// machine (QEMU) instead of cold boots. Off by default until it has run in CI.
+    #[arg(long)]
+    pub snapshot: bool,
+    /// Boot every machine cold (the default; overrides --snapshot).
     #[arg(long)]
     pub no_snapshot: bool,
-    /// Give every test its own machine: non-exclusive tests do not share machines.
+    /// Let non-exclusive tests with the same config run one after another on one machine.
+    /// Off by default until it has run in CI.
+    #[arg(long)]
+    pub share: bool,
+    /// Give every test its own machine (the default; overrides --share).
     #[arg(long)]
     pub no_share: bool,
 }

@@ -162,7 +162,7 @@ pub struct InstantMachine {
 
 impl InstantMachine {
     /// A machine on its own (outside any cluster), e.g. for template tests.
-    pub fn new(id: &str, template: Option<Template>) -> Arc<dyn Machine> {
+    pub fn standalone(id: &str, template: Option<Template>) -> Arc<dyn Machine> {
         Arc::new(InstantMachine {
             id: id.to_string(),
             template,

@@ -756,8 +756,8 @@ async fn hand_over(m: &TestMachine, test: &Test) -> Option<SliceFrom> {
             return None;
         }
         journal_cursor = lines
-            .filter_map(|l| l.strip_prefix("-- cursor: "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("-- cursor: "))
             .map(str::to_string);
     }
     let console_offset = m.console().await.map(|c| c.len()).unwrap_or(0);

@@ -173,7 +173,7 @@ pub async fn run_all(
             .expect("semaphore never closes");
         let reservation = match &opts.admission {
             Some(gate) if !ctx.cancel.is_cancelled() => {
-                let need = memory_need_mib(&t, ctx.memory_mb, opts.default_memory_mb);
+                let need = memory_need_mib(t, ctx.memory_mb, opts.default_memory_mb);
                 gate.admit(need, &ctx.cancel).await
             }
             _ => None,

@@ -79,7 +79,8 @@ pub fn plan_units(
     // (first index, tests) so ties keep the original order.
     let mut units: Vec<(usize, Vec<Test>)> = Vec::new();
     // key -> conflict-free bins of (index, test)
-    let mut groups: Vec<(String, Vec<Vec<(usize, Test)>>)> = Vec::new();
+    type Bin = Vec<(usize, Test)>;
+    let mut groups: Vec<(String, Vec<Bin>)> = Vec::new();
     for (i, t) in tests.into_iter().enumerate() {
         let key = if share {
             share_key(&t, run_memory_mb)

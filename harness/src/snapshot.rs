@@ -414,7 +414,7 @@ mod tests {
     }
 
     fn machine(id: &str) -> Arc<dyn Machine> {
-        crate::instant::InstantMachine::new(id, None)
+        crate::instant::InstantMachine::standalone(id, None)
     }
 
     #[tokio::test]

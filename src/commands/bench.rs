@@ -616,7 +616,7 @@ async fn boots(g: &Global, image: &Path, work: &Path, args: &BenchArgs) -> anyho
     plain_args.extend(&pats);
     let (w0, r0, c0) =
         bogie_run(g, image, &work.join("boots-plain"), "2", &plain_args, &reg).await?;
-    let mut fast_args = vec!["--no-net"];
+    let mut fast_args = vec!["--snapshot", "--share", "--no-net"];
     fast_args.extend(&pats);
     let (w1, r1, c1) = bogie_run(g, image, &work.join("boots-fast"), "2", &fast_args, &reg).await?;
     let ran = |r: &RunReport| r.tests.iter().filter(|t| t.status != Status::Skip).count() as f64;

@@ -409,8 +409,8 @@ pub(crate) async fn run_counted(
         admission: (g.parallel == "auto" && platform_name == "qemu")
             .then(bogie_harness::admission::Admission::from_proc_meminfo),
         default_memory_mb: 1024,
-        snapshots: !args.no_snapshot,
-        share_machines: !args.no_share,
+        snapshots: args.snapshot && !args.no_snapshot,
+        share_machines: args.share && !args.no_share,
         stats: Some(stats.clone()),
     };
     let planned = selected
