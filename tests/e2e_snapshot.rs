@@ -212,3 +212,62 @@ fn snapshots_and_sharing_change_nothing_but_the_time() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_with_a_template_leaves_nothing_behind() {
+    let _g = serial();
+    let image = test_image();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // Three units of the default config (two share a machine): one makes the template.
+    let mut child = common::bogie()
+        .args(["run", "-p", "qemu", "-j", "2", "--qemu-image"])
+        .arg(&image)
+        .arg("--output-dir")
+        .arg(&out)
+        .args([
+            "cl.basic",
+            "coreos.auth.verify",
+            "cl.users.shells",
+            "systemd.sysusers.gshadow",
+        ])
+        .env("CI", "true")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let templates = out.join(".templates");
+    let mut seen = false;
+    for _ in 0..1200 {
+        let made = std::fs::read_dir(&templates)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.path().join("template.json").exists())
+            })
+            .unwrap_or(false);
+        if made {
+            seen = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(seen, "no template was made");
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(0), "an interrupted run does not pass");
+    assert!(!templates.exists(), "templates left behind after Ctrl-C");
+    for _ in 0..20 {
+        if qemu_processes_mentioning(&out).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        qemu_processes_mentioning(&out).is_empty(),
+        "QEMU left behind: {:?}",
+        qemu_processes_mentioning(&out)
+    );
+}
