@@ -351,7 +351,13 @@ mod tests {
 
     #[test]
     fn rrq_options_parse() {
-        let (n, m, o) = parse_rrq(b"\0\x01tftp\0octet\0blksize\01024\0tsize\00\0").unwrap();
+        let req = [
+            &b"\0\x01tftp\0octet\0blksize\0"[..],
+            b"1024\0tsize\0",
+            b"0\0",
+        ]
+        .concat();
+        let (n, m, o) = parse_rrq(&req).unwrap();
         assert_eq!((n.as_str(), m.as_str()), ("tftp", "octet"));
         assert_eq!(o[0], ("blksize".to_string(), "1024".to_string()));
         assert!(parse_rrq(b"\0\x02x\0octet\0").is_none());
