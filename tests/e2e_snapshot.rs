@@ -133,7 +133,6 @@ fn output_of<'a>(r: &'a RunReport, name: &str) -> &'a str {
 }
 
 #[test]
-#[ignore = "snapshot fast start is opt-in and not yet validated on an idle CI machine; run with --ignored"]
 fn snapshots_and_sharing_change_nothing_but_the_time() {
     let _g = serial();
     let d = tempfile::tempdir().unwrap();
@@ -221,7 +220,16 @@ fn ctrl_c_with_a_template_leaves_nothing_behind() {
     let out = d.path().join("out");
     // Three units of the default config (two share a machine): one makes the template.
     let mut child = common::bogie()
-        .args(["run", "-p", "qemu", "-j", "2", "--qemu-image"])
+        .args([
+            "run",
+            "-p",
+            "qemu",
+            "-j",
+            "2",
+            "--snapshot",
+            "--share",
+            "--qemu-image",
+        ])
         .arg(&image)
         .arg("--output-dir")
         .arg(&out)
