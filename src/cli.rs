@@ -238,14 +238,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub run_platform_independent: bool,
     /// Start machines of tests that share a first-boot config from a snapshot of one ready
-    /// machine (QEMU) instead of cold boots. Off by default until it has run in CI.
+    /// machine (QEMU) instead of cold boots; tests marked `needs_first_boot` still boot
+    /// cold. Off by default until the end-to-end suites have passed with it on (see
+    /// docs/benchmarks.md).
     #[arg(long)]
     pub snapshot: bool,
     /// Boot every machine cold (the default; overrides --snapshot).
     #[arg(long)]
     pub no_snapshot: bool,
     /// Let non-exclusive tests with the same config run one after another on one machine.
-    /// Off by default until it has run in CI.
+    /// Off by default, as --snapshot.
     #[arg(long)]
     pub share: bool,
     /// Give every test its own machine (the default; overrides --share).
@@ -577,6 +579,28 @@ mod tests {
         assert!(unbuilt_platform_flag(&["run", "--do-region", "nyc3"]).is_some());
         assert!(unbuilt_platform_flag(&["run", "--aws-ami=ami-1", "--docker"]).is_none());
         assert!(unbuilt_platform_flag(&["run", "--", "--esx-x"]).is_none());
+    }
+
+    #[test]
+    fn snapshots_and_sharing_are_opt_in_and_the_no_flags_win() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["bogie", "run"];
+            argv.extend_from_slice(extra);
+            argv.push("cl.basic");
+            let Command::Run(r) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!()
+            };
+            (r.snapshot && !r.no_snapshot, r.share && !r.no_share)
+        };
+        assert_eq!(run(&[]), (false, false));
+        assert_eq!(run(&["--snapshot", "--share"]), (true, true));
+        assert_eq!(run(&["--snapshot"]), (true, false));
+        assert_eq!(run(&["--share"]), (false, true));
+        assert_eq!(
+            run(&["--snapshot", "--share", "--no-snapshot"]),
+            (false, true)
+        );
+        assert_eq!(run(&["--snapshot", "--share", "--no-share"]), (true, false));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! End to end on the real test image: the same selection of twelve default-config fixture
-//! tests with snapshots and shared machines (the default) and without either gives the same
-//! results test for test; restored machines have the right clock and are their own copies;
-//! a `needs_first_boot` test boots cold; no QEMU and no template is left behind.
+//! tests with snapshots and shared machines (`--snapshot --share`) and without either gives
+//! the same results test for test; restored machines have the right clock and are their own
+//! copies; a `needs_first_boot` test boots cold; no QEMU and no template is left behind.
 //!
 //! Prints both wall times (the speed-up is a benchmark figure, `bogie bench`, not asserted
 //! here). Needs `BOGIE_TEST_IMAGE` (the manifest from `ci/build-test-image --arch amd64`).

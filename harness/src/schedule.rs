@@ -386,3 +386,115 @@ mod tests {
         assert_eq!(names, vec!["c", "b", "a"]);
     }
 }
+
+#[cfg(test)]
+mod run_order_tests {
+    //! Longest-first through [`run_all`] itself, on the instant platform: the order tests
+    //! start in follows a previous run's durations, with and without snapshots and sharing.
+
+    use super::*;
+    use crate::cluster::BringUp;
+    use crate::instant::InstantPlatform;
+    use crate::runner::KeepPolicy;
+    use crate::ssh::SshKey;
+    use crate::{Platform, TestEnv, TestFlags};
+    use tokio_util::sync::CancellationToken;
+
+    fn ctx(p: &InstantPlatform, out: &std::path::Path) -> AttemptContext {
+        AttemptContext {
+            platform: Arc::new(p.clone()),
+            key: SshKey::generate(),
+            key_path: out.join("ssh/id_ed25519"),
+            out_dir: out.to_path_buf(),
+            env: TestEnv {
+                platform: "instant".into(),
+                arch: p.arch(),
+                image: Arc::new(p.image().clone()),
+                version: None,
+                provides: Default::default(),
+                internet: false,
+            },
+            default_timeout: Duration::from_secs(30),
+            bring_up: BringUp::default(),
+            keep: KeepPolicy::None,
+            no_avc_checks: false,
+            memory_mb: None,
+            cancel: CancellationToken::new(),
+            extra_keys: Vec::new(),
+        }
+    }
+
+    fn test(name: &str) -> Test {
+        Test::new(name, |c| async move {
+            c.machine()?;
+            Ok(())
+        })
+        .distros(&[])
+        .flags(TestFlags {
+            no_ssh_key_in_user_data: true,
+            ..TestFlags::default()
+        })
+    }
+
+    /// The names in the order their first attempts started.
+    async fn started(snapshots: bool, share: bool, tests: Vec<Test>) -> Vec<String> {
+        let d = tempfile::tempdir().unwrap();
+        let p = InstantPlatform::new().with_snapshots();
+        let durations: HashMap<String, Duration> = [("a", 1), ("b", 30), ("d", 10), ("s2", 40)]
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), Duration::from_secs(s)))
+            .collect();
+        let opts = ScheduleOptions {
+            parallel: 1,
+            durations,
+            snapshots,
+            share_machines: share,
+            ..ScheduleOptions::default()
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let selected = tests.into_iter().map(Selected::Run).collect();
+        let results = run_all(ctx(&p, d.path()), selected, opts, tx).await;
+        assert!(results.iter().all(|r| r.status == Status::Pass));
+        let mut names = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if let Event::Started { name, attempt: 1 } = ev {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn tests_start_longest_known_first() {
+        for (snapshots, share) in [(false, false), (true, false), (true, true)] {
+            let names = started(
+                snapshots,
+                share,
+                ["a", "c", "b", "d"].into_iter().map(test).collect(),
+            )
+            .await;
+            assert_eq!(
+                names,
+                ["b", "d", "a", "c"],
+                "snapshots {snapshots}, share {share}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_machine_counts_its_tests_durations() {
+        // s1 (unknown) and s2 (40 s) share a machine: that unit (40 s) goes before b (30 s).
+        let tests = vec![
+            test("a"),
+            test("b"),
+            test("s1").non_exclusive(),
+            test("s2").non_exclusive(),
+        ];
+        let names = started(true, true, tests).await;
+        assert_eq!(names.len(), 4);
+        let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+        assert!(pos("s2") < pos("b"), "{names:?}");
+        assert!(pos("s1") < pos("b"), "{names:?}");
+        assert!(pos("b") < pos("a"), "{names:?}");
+    }
+}

@@ -138,7 +138,15 @@ pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             tmp.path().to_path_buf()
         }
     };
-    println!("{}", host_line());
+    // The accelerator the runs really use (an openable /dev/kvm is not enough: QEMU's own
+    // KVM probe decides, see the QEMU platform).
+    let accel = match &image {
+        Some(i) => qemu_platform(g, i, 1)
+            .map(|p| p.accel().as_str().to_uppercase())
+            .unwrap_or_else(|_| "?".into()),
+        None => "no QEMU".into(),
+    };
+    println!("{}", host_line(&accel));
     let mut figures = Vec::new();
     for w in want {
         let load = load_average();
@@ -170,7 +178,7 @@ pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             Err(e) => println!("{w}: failed: {e:#}"),
         }
     }
-    println!("\n{}\n", host_line());
+    println!("\n{}\n", host_line(&accel));
     println!("| benchmark | ratio | goal | measured |");
     println!("|---|---|---|---|");
     for f in &figures {
@@ -192,8 +200,8 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// The machine the figures were measured on.
-fn host_line() -> String {
+/// The machine the figures were measured on; `accel` is what QEMU runs with.
+fn host_line(accel: &str) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -214,13 +222,8 @@ fn host_line() -> String {
         })
         .map(|kib| format!("{:.0} GiB", kib as f64 / 1048576.0))
         .unwrap_or_else(|| "?".into());
-    let kvm = if bogie_platform_qemu::kvm::probe().is_ok() {
-        "KVM"
-    } else {
-        "no KVM (TCG)"
-    };
     format!(
-        "host: {cores} cores ({cpu}), {mem} RAM, {kvm}, load average {}",
+        "host: {cores} cores (nproc; {cpu}), {mem} RAM, QEMU accelerator {accel}, load average {}",
         load_average()
     )
 }
@@ -887,14 +890,18 @@ async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
     })
 }
 
-async fn scale_child(n: usize) -> anyhow::Result<ScaleResult> {
+/// Runs the scale workload in a child process (its peak RSS is its own); with `tmp`, the
+/// run's output directory is made there instead of the system's temporary directory.
+async fn scale_child(n: usize, tmp: Option<&Path>) -> anyhow::Result<ScaleResult> {
     let exe = std::env::current_exe()?;
-    let out = tokio::process::Command::new(exe)
-        .args(["bench", "--scale-child", &n.to_string()])
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["bench", "--scale-child", &n.to_string()])
         .env("RUST_LOG", "error")
-        .stderr(Stdio::inherit())
-        .output()
-        .await?;
+        .stderr(Stdio::inherit());
+    if let Some(t) = tmp {
+        cmd.env("TMPDIR", t);
+    }
+    let out = cmd.output().await?;
     if !out.status.success() {
         bail!("the scale workload with {n} tests failed ({})", out.status);
     }
@@ -904,8 +911,16 @@ async fn scale_child(n: usize) -> anyhow::Result<ScaleResult> {
 }
 
 async fn scale(args: &BenchArgs) -> anyhow::Result<Figure> {
-    let base = scale_child(0).await?;
-    let full = scale_child(args.scale_tests).await?;
+    let base = scale_child(0, None).await?;
+    let full = scale_child(args.scale_tests, None).await?;
+    // The same workload with its output in memory: what the harness itself costs, apart
+    // from the disk's metadata operations (a directory and an Ignition file per test).
+    let shm = Path::new("/dev/shm");
+    let in_memory = if shm.is_dir() {
+        Some(scale_child(args.scale_tests, Some(shm)).await?)
+    } else {
+        None
+    };
     let secs = full.wall_ms / 1000.0;
     let mib = full.peak_rss_kib as f64 / 1024.0;
     let base_mib = base.peak_rss_kib as f64 / 1024.0;
@@ -919,7 +934,24 @@ async fn scale(args: &BenchArgs) -> anyhow::Result<Figure> {
         base.wall_ms / 1000.0,
         base_mib
     );
-    // The ratio against the 2 s budget; memory is checked against its own budget.
+    let mem_note = match &in_memory {
+        Some(m) => {
+            println!(
+                "{} tests with the output on tmpfs (/dev/shm): {:.2}s, peak RSS {:.1} MiB",
+                m.tests,
+                m.wall_ms / 1000.0,
+                m.peak_rss_kib as f64 / 1024.0
+            );
+            format!(
+                "; output on tmpfs {:.2}s, {:.1} MiB",
+                m.wall_ms / 1000.0,
+                m.peak_rss_kib as f64 / 1024.0
+            )
+        }
+        None => String::new(),
+    };
+    // The ratio against the 2 s budget, output on the temporary directory's disk (as a
+    // real run writes it); memory is checked against its own budget.
     let ratio = secs / 2.0;
     Ok(Figure {
         name: "scale (10,000 tests' wall ÷ 2 s budget)",
@@ -927,7 +959,7 @@ async fn scale(args: &BenchArgs) -> anyhow::Result<Figure> {
         goal: "< 1 and < 100 MB",
         met: secs < 2.0 && mib < 100.0,
         detail: format!(
-            "{} tests {:.2}s, peak RSS {:.1} MiB; same process without tests {:.3}s, {:.1} MiB",
+            "{} tests {:.2}s, peak RSS {:.1} MiB; same process without tests {:.3}s, {:.1} MiB{mem_note}",
             full.tests,
             secs,
             mib,
