@@ -221,6 +221,12 @@ pub struct CloudArgs {
     /// PXE: iPXE option ROM for virtio-net (default from /usr/lib/ipxe/qemu).
     #[arg(long, global = true, help_heading = "PXE")]
     pub pxe_rom: Option<PathBuf>,
+    /// PXE: how the guest gets its Ignition config: `url` (ignition.config.url= naming the
+    /// config on bogie's boot server, as on bare metal), `fw-cfg` (QEMU fw_cfg, for images
+    /// whose Ignition uses the qemu provider), or `auto` (fw-cfg when the image manifest
+    /// names a fw_cfg_name, else url).
+    #[arg(long, global = true, default_value = "auto", help_heading = "PXE")]
+    pub pxe_ignition: String,
 }
 
 /// `bogie gc`: delete what crashed runs left on a cloud.
@@ -232,6 +238,47 @@ pub struct GcArgs {
     /// List what would be deleted without deleting it.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Log targets held at `info` whatever level is asked for: the cloud SDKs' runtimes log
+/// resolved identities (the AWS access key id), signed requests and tokens at `debug` and
+/// `trace`, and credentials must never reach bogie's logs.
+pub const QUIET_LOG_TARGETS: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_ec2",
+    "aws_sigv4",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "azure_core",
+    "azure_identity",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+];
+
+/// Holds [`QUIET_LOG_TARGETS`] at `info` in a log filter that lets more than `info` through
+/// (a quieter filter is returned as it is).
+pub fn quiet_cloud_sdks(
+    mut filter: tracing_subscriber::EnvFilter,
+) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    if filter
+        .max_level_hint()
+        .is_some_and(|h| h <= LevelFilter::INFO)
+    {
+        return filter;
+    }
+    for t in QUIET_LOG_TARGETS {
+        if let Ok(d) = format!("{t}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
 }
 
 /// Whether the platform boots a local image (`--qemu-image` required).
@@ -365,6 +412,13 @@ pub fn make_platform(
             o.kernel_args = c.pxe_kernel_args.clone();
             o.http_port = c.pxe_http_port;
             o.rom = c.pxe_rom.clone();
+            o.ignition = bogie_platform_pxe::IgnitionDelivery::parse(&c.pxe_ignition, image)
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "--pxe-ignition {:?} is not auto, url or fw-cfg",
+                        c.pxe_ignition
+                    ))
+                })?;
             let p = block_on(bogie_platform_pxe::PxePlatform::new(o))?.map_err(platform_err)?;
             Ok(Arc::new(p))
         }

@@ -19,6 +19,8 @@ fn init_tracing(g: &cli::Global) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Never let the cloud SDKs' debug logs (identities, signed requests) into the output.
+    let filter = bogie::cli_cloud::quiet_cloud_sdks(filter);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

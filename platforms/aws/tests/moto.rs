@@ -105,7 +105,6 @@ async fn keys_and_groups(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn lifecycle_tags_user_data_console_and_teardown() {
     let moto = Moto::start();
     let c = client(&moto).await;
@@ -211,7 +210,6 @@ async fn lifecycle_tags_user_data_console_and_teardown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn bad_input_is_reported_before_anything_boots() {
     let moto = Moto::start();
     let c = client(&moto).await;
@@ -292,7 +290,6 @@ async fn bad_input_is_reported_before_anything_boots() {
 /// The harness boots a machine on moto; SSH can never work there, so the attempt must end
 /// as a `harness` failure, and nothing of the run may remain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn unreachable_instances_are_a_classified_harness_failure() {
     use bogie_harness::cluster::{BringUp, TestEnv};
     use bogie_harness::runner::{run_attempt, AttemptContext, KeepPolicy};
@@ -348,7 +345,6 @@ async fn unreachable_instances_are_a_classified_harness_failure() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn gc_deletes_old_leftovers_and_leaves_young_and_foreign_ones() {
     let moto = Moto::start();
     let c = client(&moto).await;
@@ -443,7 +439,6 @@ impl UploadBackend for FakeImport {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn image_upload_puts_imports_and_registers() {
     let moto = Moto::start();
     let conf = bogie_platform_aws::sdk_config(&support::options(&moto)).await;

@@ -2,18 +2,19 @@
 //! HTTP boot server.
 //!
 //! For each machine the boot server (on a loopback port) serves an iPXE script that loads
-//! the image's kernel and initrd over HTTP and boots them with the image's kernel arguments
-//! plus `ignition.config.url=` pointing at the machine's rendered Ignition config, also
-//! served by bogie (`ignition.platform.id=metal`, as on bare metal).
+//! the image's kernel and initrd over HTTP and boots them with the image's kernel arguments,
+//! and the machine's rendered Ignition config. How the guest gets that config is
+//! [`IgnitionDelivery`]: as on bare metal, `ignition.config.url=` on the kernel command line
+//! pointing at the config on the boot server (`ignition.platform.id=metal`); or, for images
+//! whose Ignition runs with the `qemu` provider (the manifest names a `fw_cfg_name`, as
+//! bogie's test image does), QEMU's fw_cfg.
 //!
 //! The machines here are QEMU guests standing in for bare metal: the guest firmware runs
 //! QEMU's iPXE option ROM (`-boot n`, no `-kernel`), whose DHCP answer from user-mode
 //! networking names the script (`bootfile=http://10.0.2.2:PORT/…`; the guest reaches host
 //! loopback as 10.0.2.2). The image's disk, when the manifest has one, is attached as an
-//! overlay for the root file system. Since bogie's test image runs Ignition with the `qemu`
-//! provider (fw_cfg only), the config is also put on fw_cfg; an image whose Ignition runs
-//! with the `metal` provider fetches it from the boot server instead. The boot server's
-//! access log is written to `<machine>/pxe-http.log`.
+//! overlay for the root file system. The boot server's access log is written to
+//! `<machine>/pxe-http.log`.
 //!
 //! Only amd64 guests: an arm64 board in a lab is tested with `-p external`.
 
@@ -42,6 +43,37 @@ pub const IPXE_ROM_DIR: &str = "/usr/lib/ipxe/qemu";
 /// The address of the host as QEMU user-mode networking shows it to the guest.
 pub const HOST_FROM_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
+/// How a network-booted guest gets its Ignition config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnitionDelivery {
+    /// `ignition.config.url=` on the kernel command line, naming the config on bogie's boot
+    /// server, with `ignition.platform.id=metal` (what bare metal does).
+    Url,
+    /// QEMU fw_cfg, for images whose Ignition runs with the `qemu` provider. The URL is then
+    /// left off the command line, because Ignition prefers a URL there to fw_cfg.
+    FwCfg,
+}
+
+impl IgnitionDelivery {
+    /// What suits an image: fw_cfg when its manifest names a `fw_cfg_name`, else the URL.
+    pub fn for_image(image: &ImageInfo) -> IgnitionDelivery {
+        match image.manifest.as_ref().and_then(|m| m.fw_cfg_name.as_ref()) {
+            Some(_) => IgnitionDelivery::FwCfg,
+            None => IgnitionDelivery::Url,
+        }
+    }
+
+    /// Parses `--pxe-ignition` (`auto`, `url`, `fw-cfg`); `auto` is [`Self::for_image`].
+    pub fn parse(s: &str, image: &ImageInfo) -> Option<IgnitionDelivery> {
+        match s {
+            "auto" => Some(IgnitionDelivery::for_image(image)),
+            "url" => Some(IgnitionDelivery::Url),
+            "fw-cfg" | "fw_cfg" => Some(IgnitionDelivery::FwCfg),
+            _ => None,
+        }
+    }
+}
+
 /// What the user chose for PXE (`--pxe-*`, plus `--qemu-*` for the guest).
 #[derive(Debug, Clone)]
 pub struct PxeOptions {
@@ -61,8 +93,8 @@ pub struct PxeOptions {
     pub rom: Option<PathBuf>,
     /// Attach the image's disk (as an overlay) as the root disk.
     pub root_disk: bool,
-    /// Also pass the config on fw_cfg (for images whose Ignition reads only fw_cfg).
-    pub fw_cfg: bool,
+    /// How the guest gets its Ignition config (`--pxe-ignition`).
+    pub ignition: IgnitionDelivery,
     /// QEMU binary instead of `qemu-system-x86_64` from `PATH`.
     pub qemu_binary: Option<PathBuf>,
     /// Use KVM when it works (else TCG).
@@ -70,8 +102,10 @@ pub struct PxeOptions {
 }
 
 impl PxeOptions {
-    /// Defaults: 1024 MiB, 1 vCPU, root disk and fw_cfg on, KVM when usable.
+    /// Defaults: 1024 MiB, 1 vCPU, root disk on, the Ignition delivery that suits the
+    /// image ([`IgnitionDelivery::for_image`]), KVM when usable.
     pub fn new(image: ImageInfo, arch: Arch) -> PxeOptions {
+        let ignition = IgnitionDelivery::for_image(&image);
         PxeOptions {
             image,
             arch,
@@ -81,7 +115,7 @@ impl PxeOptions {
             http_port: 0,
             rom: None,
             root_disk: true,
-            fw_cfg: true,
+            ignition,
             qemu_binary: None,
             kvm: true,
         }
@@ -228,17 +262,29 @@ impl PxePlatform {
         self.inner.server.log()
     }
 
-    /// The iPXE script for a machine.
+    /// The iPXE script for a machine. With [`IgnitionDelivery::Url`] the kernel command line
+    /// names the machine's config on the boot server.
     pub fn ipxe_script(&self, machine: &str) -> String {
         let base = format!("http://{HOST_FROM_GUEST}:{}", self.inner.server.port());
+        let ignition = match self.inner.opts.ignition {
+            IgnitionDelivery::Url => format!(
+                " ignition.platform.id=metal ignition.config.url={base}/m/{machine}/config.ign"
+            ),
+            IgnitionDelivery::FwCfg => String::new(),
+        };
         format!(
             "#!ipxe\n\
              echo bogie: booting {machine} from {base}\n\
-             kernel {base}/kernel initrd=initrd {args} ignition.platform.id=metal ignition.config.url={base}/m/{machine}/config.ign\n\
+             kernel {base}/kernel initrd=initrd {args}{ignition}\n\
              initrd --name initrd {base}/initrd\n\
              boot\n",
             args = self.inner.kernel_args,
         )
+    }
+
+    /// How guests get their Ignition config.
+    pub fn ignition_delivery(&self) -> IgnitionDelivery {
+        self.inner.opts.ignition
     }
 
     /// Kernel and initrd served.
@@ -443,7 +489,7 @@ impl PxeCluster {
                 ])
                 .args(["-device", "virtio-blk-pci,drive=d0"]);
             }
-            if inner.opts.fw_cfg {
+            if inner.opts.ignition == IgnitionDelivery::FwCfg {
                 for name in bogie_platform_qemu::FW_CFG_NAMES {
                     cmd.args(["-fw_cfg", &format!("name={name},file={}", ign.display())]);
                 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bogie_harness::{Arch, ClusterSpec, ImageInfo, MachineSpec, Platform};
-use bogie_platform_pxe::{PxeOptions, PxePlatform, IPXE_ROM_DIR};
+use bogie_platform_pxe::{IgnitionDelivery, PxeOptions, PxePlatform, IPXE_ROM_DIR};
 
 fn have_qemu() -> bool {
     let ok = Command::new("qemu-system-x86_64")
@@ -38,7 +38,6 @@ fn qemu_processes(name: &str) -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
     if !have_qemu() {
         return;
@@ -63,6 +62,8 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
     let p = PxePlatform::new(PxeOptions::new(image, Arch::Amd64))
         .await
         .unwrap();
+    // The manifest names no fw_cfg_name: the config URL goes on the kernel command line.
+    assert_eq!(p.ignition_delivery(), IgnitionDelivery::Url);
     let script = p.ipxe_script("m1-test");
     assert!(script.starts_with("#!ipxe\n"));
     assert!(script.contains(&format!("kernel http://10.0.2.2:{}/kernel initrd=initrd console=ttyS0 ignition.platform.id=metal ignition.config.url=http://10.0.2.2:{}/m/m1-test/config.ign", p.http_port(), p.http_port())), "{script}");
@@ -128,7 +129,6 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
 }
 
 #[tokio::test]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 async fn input_errors() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("disk.img"), b"x").unwrap();
@@ -154,7 +154,11 @@ async fn input_errors() {
     assert!(e.to_string().contains("no kernel"), "{e}");
 }
 
+/// The `bogie` binary: `$BOGIE_BIN`, else built into this test's target dir and profile.
 fn bogie_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BOGIE_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
@@ -178,10 +182,11 @@ fn bogie_binary() -> PathBuf {
     dir.join("bogie")
 }
 
-/// `bogie run -p pxe ... cl.basic` on the test image: the guest has the image's disk but
-/// no kernel from QEMU; it boots through iPXE from bogie's boot server and passes.
+/// `bogie run -p pxe ... cl.basic` on the test image: the guest has the image's disk (its
+/// root file system) but no kernel from QEMU; iPXE loads the boot script, kernel and initrd
+/// from bogie's boot server, Ignition reads the config from fw_cfg (the test image's
+/// Ignition uses the qemu provider), and `cl.basic` passes. One boot.
 #[test]
-#[ignore = "not yet run green in CI (moto/PXE); run with --ignored"]
 fn cl_basic_passes_on_a_network_booted_guest() {
     let Some(manifest) = std::env::var_os("BOGIE_TEST_IMAGE") else {
         eprintln!("SKIPPED: set BOGIE_TEST_IMAGE to the test image manifest (ci/build-test-image --arch amd64)");

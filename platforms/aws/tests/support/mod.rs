@@ -31,14 +31,30 @@ pub fn profile_dir() -> (PathBuf, String) {
     (dir, name)
 }
 
-/// Installs `moto[server]` into `target/moto-venv` once (under a file lock, so parallel
-/// test binaries share one install); returns the `moto_server` path.
+/// The moto release the tests run against (the same pin as `ci/install-deps`).
+pub const MOTO: &str = "moto[server]==5.2.5";
+
+/// Where `moto[server]` lives: `$BOGIE_MOTO_VENV`, else `~/.cache/bogie/moto-venv` (the
+/// venv `ci/install-deps` creates).
+pub fn moto_venv() -> PathBuf {
+    if let Some(v) = std::env::var_os("BOGIE_MOTO_VENV") {
+        return PathBuf::from(v);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| workspace().join("target"));
+    cache.join("bogie/moto-venv")
+}
+
+/// Installs `moto[server]` into [`moto_venv`] unless it is there already (under a file
+/// lock, so parallel test binaries share one install); returns the `moto_server` path.
 pub fn moto_server() -> PathBuf {
-    let target = workspace().join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    let venv = target.join("moto-venv");
+    let venv = moto_venv();
+    let parent = venv.parent().expect("venv has a parent").to_path_buf();
+    std::fs::create_dir_all(&parent).unwrap();
     let server = venv.join("bin/moto_server");
-    let lock = std::fs::File::create(target.join("moto-venv.lock")).unwrap();
+    let lock = std::fs::File::create(parent.join("moto-venv.lock")).unwrap();
     lock.lock().unwrap();
     if !server.is_file() {
         eprintln!("installing moto[server] into {} (PyPI)", venv.display());
@@ -53,11 +69,11 @@ pub fn moto_server() -> PathBuf {
             "python3 -m venv failed (Debian: apt-get install python3-venv)"
         );
         let ok = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "moto[server]"])
+            .args(["install", "--quiet", MOTO])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "pip install moto[server] failed");
+        assert!(ok, "pip install {MOTO} failed");
     }
     lock.unlock().unwrap();
     server
@@ -237,8 +253,12 @@ pub async fn ami(client: &aws_sdk_ec2::Client, arch: ArchitectureValues) -> Stri
         .expect("moto bundles an AMI of this arch")
 }
 
-/// Builds the `bogie` binary into this test's target dir and profile; returns its path.
+/// The `bogie` binary: `$BOGIE_BIN` if set, else built into this test's target dir and
+/// profile (`target/release/bogie` under `cargo test --release`); returns its path.
 pub fn bogie_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("BOGIE_BIN") {
+        return PathBuf::from(bin);
+    }
     let (dir, profile) = profile_dir();
     let target = dir.parent().unwrap().to_path_buf();
     let mut cmd = Command::new(env!("CARGO"));
@@ -271,13 +291,35 @@ pub async fn plant(
 ) -> (String, String, String) {
     let created = (chrono::Utc::now() - chrono::Duration::hours(age_h))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let tags = [
+        (TAG_RUN, name),
+        (TAG_BASENAME, basename),
+        (TAG_CREATED, created.as_str()),
+    ];
+    plant_with(c, ami, name, &tags).await
+}
+
+/// Plants an instance, key pair and security group that carry none of bogie's tags.
+pub async fn plant_untagged(
+    c: &aws_sdk_ec2::Client,
+    ami: &str,
+    name: &str,
+) -> (String, String, String) {
+    plant_with(c, ami, name, &[("owner", "someone-else")]).await
+}
+
+async fn plant_with(
+    c: &aws_sdk_ec2::Client,
+    ami: &str,
+    name: &str,
+    tags: &[(&str, &str)],
+) -> (String, String, String) {
     let spec = |rt: ResourceType| {
-        TagSpecification::builder()
-            .resource_type(rt)
-            .tags(Tag::builder().key(TAG_RUN).value(name).build())
-            .tags(Tag::builder().key(TAG_BASENAME).value(basename).build())
-            .tags(Tag::builder().key(TAG_CREATED).value(&created).build())
-            .build()
+        let mut b = TagSpecification::builder().resource_type(rt);
+        for (k, v) in tags {
+            b = b.tags(Tag::builder().key(*k).value(*v).build());
+        }
+        b.build()
     };
     let key = bogie_harness::ssh::SshKey::generate();
     c.import_key_pair()
