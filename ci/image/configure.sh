@@ -63,11 +63,25 @@ for u in docker.service docker.socket containerd.service etcd.service \
         systemctl disable $u >/dev/null 2>&1 || true
     fi
 done
+# Like Flatcar: the journal-remote directory exists (tmpfiles keeps it), /run/lock is not a
+# world-writable sticky directory (Debian makes it 1777; Flatcar 0755), and no symlink
+# points into the trimmed docs (tmpfiles' /var/log/README link included).
+J=systemd-journal-remote
+getent passwd $J >/dev/null || J=root
+cat >/etc/tmpfiles.d/bogie.conf <<X
+d /var/log/journal/remote 0755 $J $J -
+d /run/lock 0755 root root -
+X
+install -d -m 0755 -o $J -g $J /var/log/journal/remote
+grep -v '^L /var/log/README ' /usr/lib/tmpfiles.d/legacy.conf >/etc/tmpfiles.d/legacy.conf
 # Units that only slow a short-lived test machine down.
-# (No GPU, no EFI pstore, no VGA console on these machines; the python3 binfmt entry is useless.)
+# (No GPU, no EFI pstore, no VGA console on these machines; the python3 binfmt entry is useless.
+# No login on the serial console: its getty waits for dev-ttyS0.device, which times out
+# on a loaded host and fails the console check; tests log in over SSH.)
 systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
     fstrim.timer systemd-networkd-wait-online.service \
-    modprobe@drm.service modprobe@efi_pstore.service getty@tty1.service >/dev/null 2>&1
+    modprobe@drm.service modprobe@efi_pstore.service getty@tty1.service \
+    serial-getty@ttyS0.service serial-getty@ttyAMA0.service >/dev/null 2>&1
 rm -f /usr/lib/binfmt.d/python3*.conf
 
 # Small initramfs: only the drivers a QEMU virtio machine needs.
@@ -94,6 +108,13 @@ ln -sf /etc/machine-id /var/lib/dbus/machine-id
 rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
        /usr/share/lintian /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
        /var/cache/debconf/*-old /var/lib/dpkg/*-old /var/log/*.log /var/log/apt/* /tmp/* /var/tmp/*
+# Symlinks left dangling by the trim (man page alternatives, /var/log/README).
+find / -xdev -xtype l | while read -r l; do
+    case $(readlink -m "$l") in
+        /usr/share/doc/*|/usr/share/man/*|/usr/share/info/*|/usr/share/locale/*|/usr/share/lintian/*)
+            rm -f "$l" ;;
+    esac
+done
 
 # Mark /etc and /var up to date with /usr (what systemd-update-done does; Debian does not
 # ship it) so that first boot skips systemd-sysusers (ConditionNeedsUpdate=/etc): users are

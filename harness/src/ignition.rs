@@ -28,7 +28,7 @@ pub enum ConfigError {
     /// Not JSON, or not an object.
     #[error("malformed Ignition config: {0}")]
     Malformed(String),
-    /// No `ignition.version`.
+    /// No `ignition.version` (nor spec 1's `ignitionVersion: 1`).
     #[error("malformed Ignition config: no ignition.version")]
     NoVersion,
 }
@@ -49,7 +49,8 @@ impl Config {
         }
     }
 
-    /// A config from JSON text (any spec version); checks it is an object with a version.
+    /// A config from JSON text (any spec version); checks it is an object with a version
+    /// (`ignition.version`, or spec 1's top-level `ignitionVersion: 1`).
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| ConfigError::Malformed(e.to_string()))?;
@@ -61,22 +62,27 @@ impl Config {
         if !value.is_object() {
             return Err(ConfigError::Malformed("not a JSON object".into()));
         }
-        if value
-            .pointer("/ignition/version")
-            .and_then(Value::as_str)
-            .is_none()
-        {
+        let config = Config { value };
+        if config.version().is_empty() {
             return Err(ConfigError::NoVersion);
         }
-        Ok(Config { value })
+        Ok(config)
     }
 
-    /// The spec version (`3.3.0`).
+    /// The spec version (`3.3.0`; `1` for a spec-1 config, which carries
+    /// `"ignitionVersion": 1` instead of `ignition.version`).
     pub fn version(&self) -> &str {
-        self.value
+        if let Some(v) = self
+            .value
             .pointer("/ignition/version")
             .and_then(Value::as_str)
-            .unwrap_or("")
+        {
+            return v;
+        }
+        match self.value.get("ignitionVersion").and_then(Value::as_u64) {
+            Some(1) => "1",
+            _ => "",
+        }
     }
 
     /// Whether the spec is 3.x (the typed builders only write 3.x shapes).
@@ -327,6 +333,18 @@ mod tests {
             Err(ConfigError::NoVersion)
         ));
         assert!(Config::from_json(r#"{"ignition":{"version":"2.3.0"}}"#).is_ok());
+        assert!(matches!(
+            Config::from_json(r#"{"ignitionVersion":2}"#),
+            Err(ConfigError::NoVersion)
+        ));
+    }
+
+    #[test]
+    fn spec_1_configs_are_carried() {
+        let c = Config::from_json(r#"{"ignitionVersion":1,"storage":{}}"#).unwrap();
+        assert_eq!(c.version(), "1");
+        assert!(!c.is_v3());
+        assert_eq!(c.as_value()["ignitionVersion"], 1);
     }
 
     #[test]

@@ -141,7 +141,14 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "flatcar-partitions",
     "toolbox",
     "cloudinit",
+    "ignition-fetch",
 ];
+
+/// Whether a manifest's `os_id` names Flatcar (an empty one is taken as Flatcar, as for
+/// manifests written before `os_id` existed).
+fn is_flatcar_os(os_id: &str) -> bool {
+    matches!(os_id, "" | "flatcar" | "flatcar-linux")
+}
 
 /// `p` made absolute against `dir`.
 fn absolute(dir: &Path, p: &Path) -> PathBuf {
@@ -196,7 +203,13 @@ impl ImageInfo {
                 });
             }
         }
-        let version = Version::parse_lenient(&m.version);
+        // Only a Flatcar version orders against the tests' min/end versions; another OS's
+        // version (the test image's Debian `12.x`) is unknown, not "older than everything".
+        let version = if is_flatcar_os(&m.os_id) {
+            Version::parse_lenient(&m.version)
+        } else {
+            None
+        };
         let mut provides = m.contains.clone();
         if m.selinux == "enforcing" {
             provides.insert("selinux".into());
@@ -211,6 +224,14 @@ impl ImageInfo {
             provides,
             manifest: Some(m),
         })
+    }
+
+    /// Whether the image is Flatcar as far as versions go: a plain disk, or a manifest whose
+    /// `os_id` is Flatcar's. Another OS's version says nothing about Flatcar's version range.
+    pub fn has_flatcar_versions(&self) -> bool {
+        self.manifest
+            .as_ref()
+            .is_none_or(|m| is_flatcar_os(&m.os_id))
     }
 
     /// Whether the image provides a capability.
@@ -243,6 +264,23 @@ mod tests {
         assert_eq!(info.arch, Some(Arch::Arm64));
         assert!(info.manifest.as_ref().unwrap().disk.is_absolute());
         assert!(info.has("docker") && info.has("selinux") && !info.has("flatcar"));
+        // No os_id: a Flatcar version.
+        assert_eq!(info.version, Some(Version::new(12, 5, 0)));
+        std::fs::write(
+            &m,
+            r#"{"format":"bogie-image/1","arch":"arm64","version":"12.5+bogie.abc","os_id":"debian","disk":"disk.qcow2"}"#,
+        )
+        .unwrap();
+        assert_eq!(ImageInfo::load(&m).unwrap().version, None);
+        std::fs::write(
+            &m,
+            r#"{"format":"bogie-image/1","arch":"arm64","version":"4230.2.1","os_id":"flatcar","disk":"disk.qcow2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ImageInfo::load(&m).unwrap().version,
+            Some(Version::new(4230, 2, 1))
+        );
         std::fs::write(
             &m,
             r#"{"format":"bogie-image/1","arch":"arm64","disk":"disk.qcow2","kernel":"nope"}"#,

@@ -382,8 +382,10 @@ pub(crate) async fn run_counted(
         extra_keys,
     };
     // kola: with no version from the flags or the manifest, read it from a booted machine,
-    // when a test's version range would matter.
+    // when a test's version range would matter (not for a non-Flatcar test image: its
+    // version is unknown, not older than every Flatcar release).
     if version.is_none()
+        && image.has_flatcar_versions()
         && selected.iter().any(
             |s| matches!(s, Selected::Run(t) if t.min_version.is_some() || t.end_version.is_some()),
         )

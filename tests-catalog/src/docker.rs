@@ -219,7 +219,11 @@ fn userns_config() -> Config {
 }
 
 fn btrfs_config() -> Config {
-    let format = "[Unit]\nBefore=docker.service var-lib-docker.mount\nConditionPathExists=!/var/lib/docker.btrfs\n[Service]\nType=oneshot\nExecStart=/usr/bin/truncate --size=25G /var/lib/docker.btrfs\nExecStart=/usr/sbin/mkfs.btrfs /var/lib/docker.btrfs\n[Install]\nWantedBy=multi-user.target\n";
+    // kola's units, plus DefaultDependencies=no on the format service: with the default
+    // After=sysinit.target it closes an ordering cycle (sysinit.target after
+    // systemd-tmpfiles-setup, after local-fs.target, after the mount, after the format
+    // service) that systemd breaks by dropping a sysinit job, which the journal check fails.
+    let format = "[Unit]\nDefaultDependencies=no\nBefore=docker.service var-lib-docker.mount\nConditionPathExists=!/var/lib/docker.btrfs\n[Service]\nType=oneshot\nExecStart=/usr/bin/truncate --size=25G /var/lib/docker.btrfs\nExecStart=/usr/sbin/mkfs.btrfs /var/lib/docker.btrfs\n[Install]\nWantedBy=multi-user.target\n";
     let mount = "[Unit]\nBefore=docker.service\nAfter=format-var-lib-docker.service\nRequires=format-var-lib-docker.service\n[Install]\nRequiredBy=docker.service\n[Mount]\nWhat=/var/lib/docker.btrfs\nWhere=/var/lib/docker\nType=btrfs\nOptions=loop,discard\n";
     docker_config()
         .file(

@@ -1,0 +1,107 @@
+//! The test catalog end to end: a representative part of kola's Flatcar tests (bodies from
+//! `bogie-tests-catalog`) run for real on the test images, every named test passing.
+//!
+//! amd64 (`BOGIE_TEST_IMAGE`): cl.basic, Ignition (hostname, instantiated units, remote
+//! resources served by the harness), filesystem hygiene, users, listeners, sysusers and NFS
+//! between two machines. arm64 (`BOGIE_TEST_IMAGE_ARM64`): a smaller part with one
+//! two-machine test. Each part is skipped, with a message, when its image variable is unset;
+//! `ci/test` sets both. Both parts use `--snapshot --share -j 2` to stay cheap in CI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bogie_reports::Status;
+use common::{bogie, qemu_processes_mentioning, serial};
+
+/// The amd64 part (one two-machine test: `linux.nfs.v4`). All of them passed in the
+/// whole-catalog run of tests-catalog/README.md.
+const AMD64_TESTS: &[&str] = &[
+    "cl.basic",
+    "cl.filesystem",
+    "cl.users.shells",
+    "coreos.auth.verify",
+    "coreos.ignition.sethostname",
+    "coreos.ignition.resource.local",
+    "cl.ignition.instantiated.enable-unit",
+    "cl.network.listeners.legacy",
+    "systemd.sysusers.gshadow",
+    "linux.nfs.v4",
+];
+
+/// The arm64 part (one two-machine test: `linux.nfs.v4`).
+const ARM64_TESTS: &[&str] = &[
+    "coreos.ignition.sethostname",
+    "cl.users.shells",
+    "coreos.auth.verify",
+    "linux.nfs.v4",
+];
+
+/// The image manifest named by `var`, or None (with a message) when it is unset.
+fn image(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("skipping: {var} is not set (ci/test sets it to the test image manifest)");
+            None
+        }
+    }
+}
+
+/// Runs `tests` with `--no-net --snapshot --share -j 2` and checks that each one passed.
+fn run_and_check(board: &str, image: &Path, tests: &[&str]) {
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let status = bogie()
+        .args(["run", "-p", "qemu", "--board", board, "--qemu-image"])
+        .arg(image)
+        .args([
+            "--no-net",
+            "--snapshot",
+            "--share",
+            "-j",
+            "2",
+            "--output-dir",
+        ])
+        .arg(&out)
+        .args(tests)
+        .env("CI", "true")
+        .status()
+        .unwrap();
+    let report =
+        bogie_reports::jsonl::read_results_jsonl(out.join("reports/results.jsonl")).unwrap();
+    let mut bad = Vec::new();
+    for t in tests {
+        match report.tests.iter().find(|r| r.name == *t) {
+            Some(r) if r.status == Status::Pass => {}
+            Some(r) => bad.push(format!(
+                "{t}: {:?} {:?} {:?}",
+                r.status,
+                r.skip_reason,
+                r.attempts.last().and_then(|a| a.failure.as_ref())
+            )),
+            None => bad.push(format!("{t}: not in the report")),
+        }
+    }
+    assert!(bad.is_empty(), "on {board}, not passed: {bad:#?}");
+    assert!(status.success(), "bogie run on {board} exited {status}");
+    assert!(
+        qemu_processes_mentioning(&out).is_empty(),
+        "QEMU processes outlived the run"
+    );
+}
+
+#[test]
+fn catalog_part_passes_on_amd64() {
+    if let Some(img) = image("BOGIE_TEST_IMAGE") {
+        run_and_check("amd64-usr", &img, AMD64_TESTS);
+    }
+}
+
+#[test]
+fn catalog_part_passes_on_arm64() {
+    if let Some(img) = image("BOGIE_TEST_IMAGE_ARM64") {
+        run_and_check("arm64-usr", &img, ARM64_TESTS);
+    }
+}
