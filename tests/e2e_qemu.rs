@@ -25,6 +25,10 @@ fn fixtures() -> Registry {
             if out != "hello from core" {
                 bail!("unexpected output {out:?}");
             }
+            // The image boots `quiet` with no serial getty, so a clean boot may print
+            // nothing: write a line to the console to prove it is captured.
+            m.must_ssh("echo bogie-console-marker | sudo tee /dev/console >/dev/null")
+                .await?;
             Ok(())
         })
         .distros(&[]),
@@ -115,6 +119,11 @@ fn pass_fail_and_timeout_are_reported_apart() {
         let p = out.join(p.as_ref().unwrap());
         assert!(p.metadata().unwrap().len() > 0, "{} is empty", p.display());
     }
+    let console = std::fs::read_to_string(out.join(m.console.as_ref().unwrap())).unwrap();
+    assert!(
+        console.contains("bogie-console-marker"),
+        "the console file misses what the guest wrote to /dev/console: {console:?}"
+    );
     let junit = std::fs::read_to_string(out.join("reports/junit.xml")).unwrap();
     assert!(junit.contains("name=\"fixture.pass\""));
     assert!(junit.contains("type=\"timeout\""), "{junit}");
