@@ -174,8 +174,10 @@ mod tests {
     }
 
     #[test]
-    fn spec_1_configs_are_reported_not_panicked() {
-        assert!(v1_config(r#"{"ignitionVersion": 1}"#).is_err());
+    fn spec_1_configs_are_carried_and_bad_json_reported() {
+        let c = v1_config(r#"{"ignitionVersion": 1}"#).unwrap();
+        assert!(c.render().contains("ignitionVersion"), "{}", c.render());
+        assert!(v1_config("{not json").is_err());
         assert_eq!(
             raw_config(r#"{"ignition":{"version":"2.0.0"}}"#).version(),
             "2.0.0"
