@@ -150,20 +150,20 @@ pub(crate) async fn boot_machine_with(
     };
     (state.phase)(Phase::Booting);
     let platform_error = |e: PlatformError| anyhow!(HarnessError(format!("platform error: {e}")));
-    let (machine, restored) = match &claim {
+    // A failed restore falls back to the one cold-boot path below.
+    let from_snapshot = match &claim {
         Claim::Restore(t) => match state.cluster.restore_machine(spec.clone(), t).await {
-            Ok(m) => (m, true),
+            Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(machine = %spec.id, error = %e, "restore failed; booting cold");
-                let m = state
-                    .cluster
-                    .new_machine(spec)
-                    .await
-                    .map_err(platform_error)?;
-                (m, false)
+                None
             }
         },
-        _ => {
+        _ => None,
+    };
+    let (machine, restored) = match from_snapshot {
+        Some(m) => (m, true),
+        None => {
             let m = state
                 .cluster
                 .new_machine(spec)
