@@ -227,6 +227,12 @@ pub struct CloudArgs {
     /// names a fw_cfg_name, else url).
     #[arg(long, global = true, default_value = "auto", help_heading = "PXE")]
     pub pxe_ignition: String,
+    /// PXE: where the guest's root file system lives: `nbd` (no disk: bogie serves an
+    /// overlay of the image's disk over NBD and the initramfs mounts it), `disk` (the
+    /// overlay attached as a local disk), `none` (kernel and initrd only), or `auto` (nbd
+    /// when the image manifest contains `nbd-root`, else disk).
+    #[arg(long, global = true, default_value = "auto", help_heading = "PXE")]
+    pub pxe_root: String,
 }
 
 /// `bogie gc`: delete what crashed runs left on a cloud.
@@ -419,6 +425,12 @@ pub fn make_platform(
                         c.pxe_ignition
                     ))
                 })?;
+            o.root = bogie_platform_pxe::PxeRoot::parse(&c.pxe_root, image).ok_or_else(|| {
+                input_error(format!(
+                    "--pxe-root {:?} is not auto, nbd, disk or none",
+                    c.pxe_root
+                ))
+            })?;
             let p = block_on(bogie_platform_pxe::PxePlatform::new(o))?.map_err(platform_err)?;
             Ok(Arc::new(p))
         }

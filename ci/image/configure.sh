@@ -20,6 +20,10 @@ DHCP=ipv4
 X
 systemctl enable systemd-networkd.service
 
+# Accounts Ignition creates get bash, as on Flatcar (Debian's useradd default is /bin/sh).
+sed -i 's|^#\? *SHELL=.*|SHELL=/bin/bash|' /etc/default/useradd
+grep -q '^SHELL=/bin/bash$' /etc/default/useradd || echo 'SHELL=/bin/bash' >>/etc/default/useradd
+
 # Users: core with passwordless sudo; root without password (serial console debugging).
 id core >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo core
 if getent group docker >/dev/null; then usermod -aG docker core; fi
@@ -97,6 +101,16 @@ sd_mod
 qemu_fw_cfg
 ext4
 X
+# Root on nbd for diskless (PXE) machines: nbd-client's hook adds every network driver
+# ("auto_add_modules net"); these machines only need virtio_net, listed above.
+if [ -x /sbin/nbd-client ]; then
+    echo nbd >>/etc/initramfs-tools/modules
+    for h in nbd nbd-client; do
+        printf '#!/bin/sh\ncase $1 in prereqs) exit 0;; esac\n. /usr/share/initramfs-tools/hook-functions\nmanual_add_modules nbd\ncopy_exec /sbin/nbd-client /sbin\n' \
+            >/etc/initramfs-tools/hooks/$h
+        chmod 0755 /etc/initramfs-tools/hooks/$h
+    done
+fi
 update-initramfs -c -k "$KV" >/dev/null
 
 # The machine-id is replaced per machine on first boot (ignition-firstboot); keep the

@@ -112,6 +112,8 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "systemd",
     "sshd",
     "ignition",
+    "ignition-spec1",
+    "ignition-spec2",
     "sudo",
     "docker",
     "containerd",

@@ -7,7 +7,7 @@
 //! translates those) and require `flatcar`. Tests that reformat Flatcar's partitions
 //! (ROOT, USR-B, OEM) require `flatcar-partitions`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bogie_harness::serve::{FileServer, QEMU_HOST_ADDR};
 use bogie_harness::{Config, Test, TestCluster, TestFlags, TestMachine, Version};
 use serde_json::{json, Value};
@@ -62,7 +62,7 @@ pub fn tests() -> Vec<Test> {
         .description("a spec-1 config writes /etc/hostname through the ROOT filesystem entry")
         .cluster_size(0)
         .platforms(&["qemu", "qemu-unpriv", "!azure"])
-        .requires(&["flatcar"]),
+        .requires(&["ignition-spec1"]),
         Test::new("coreos.ignition.once", runs_once)
             .description("a file Ignition wrote and the test removed is not written again on the next boot")
             .distros(&all_distros())
@@ -79,12 +79,12 @@ pub fn tests() -> Vec<Test> {
         .description("spec 1: a file Ignition wrote and the test removed is not written again on the next boot")
         .cluster_size(0)
         .platforms(&q_az())
-        .requires(&["flatcar", "flatcar-partitions"])
+        .requires(&["ignition-spec1"])
         .needs_first_boot(),
         Test::new("cl.ignition.translation", translation)
             .description("a spec-2.3 config with networkd units and a link is translated and applied")
             .platforms(&q_az())
-            .requires(&["flatcar"])
+            .requires(&["ignition-spec2"])
             .config(raw_config(TRANSLATION)),
         Test::new("cl.ignition.symlink", symlink)
             .description("Ignition writes an absolute symlink /etc/localtime owned by core")
@@ -131,7 +131,7 @@ pub fn tests() -> Vec<Test> {
         .description("spec 1: Ignition creates groups with fixed gids and a password hash")
         .cluster_size(0)
         .platforms(&q_az())
-        .requires(&["flatcar"]),
+        .requires(&["ignition-spec1"]),
         Test::new("cl.ignition.v1.users", |c| async move {
             boot_v1(&c, V1_USERS).await?;
             users(c).await
@@ -139,11 +139,11 @@ pub fn tests() -> Vec<Test> {
         .description("spec 1: Ignition sets core's password and creates users with default and fixed uids")
         .cluster_size(0)
         .platforms(&q_az())
-        .requires(&["flatcar"]),
+        .requires(&["ignition-spec1"]),
         Test::new("cl.ignition.v2.users", users)
             .description("spec 2: Ignition sets core's password and creates users with default and fixed uids")
             .platforms(&q_az())
-            .requires(&["flatcar"])
+            .requires(&["ignition-spec2"])
             .config(raw_config(V2_USERS)),
         Test::new("coreos.ignition.v2.users", users_rhcos)
             .description("Ignition sets core's password and creates users in /var/home (RHCOS layout)")
@@ -388,7 +388,12 @@ pub fn tests() -> Vec<Test> {
 
 /// Configs the bodies boot machines with (not attached to a test), for the validation test.
 pub fn body_configs() -> Vec<(&'static str, Config)> {
+    let v1 = |j: &str| v1_config(j).expect("a spec-1 config the harness carries");
     vec![
+        ("cl.ignition.v1.sethostname", v1(V1_HOSTNAME)),
+        ("cl.ignition.v1.once", v1(V1_ONCE)),
+        ("cl.ignition.v1.groups", v1(V1_GROUPS)),
+        ("cl.ignition.v1.users", v1(V1_USERS)),
         (
             "coreos.ignition.resource.local (client)",
             resource_local_config("http://10.0.2.2:1/http", "tftp://10.0.2.2:2/tftp"),
@@ -668,15 +673,54 @@ async fn check_users(m: &TestMachine, expect: &[(&str, &str, &str)]) -> Result<(
 }
 
 async fn users(c: TestCluster) -> Result<()> {
+    let m = c.machine()?;
+    if c.has("flatcar") {
+        return check_users(
+            &m,
+            &[
+                (
+                    "core",
+                    "core:x:500:500:Flatcar Admin:/home/core:/bin/bash",
+                    "foobar",
+                ),
+                ("user1", "user1:x:1000:1000::/home/user1:/bin/bash", "*"),
+                ("user2", "user2:x:1010:1010::/home/user2:/bin/bash", "*"),
+            ],
+        )
+        .await;
+    }
+    // Another image has its own core account (Ignition only sets its password), and user1
+    // gets the first free uid from 1000 on, which core may hold.
+    let core = getent(&m, "passwd", "core").await?;
+    let cf: Vec<&str> = core.split(':').collect();
+    if cf.len() != 7 {
+        bail!("could not parse the passwd record {core:?} of core");
+    }
+    let user1 = getent(&m, "passwd", "user1").await?;
+    let uid1: u32 = user1
+        .split(':')
+        .nth(2)
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| anyhow!("user1 has no passwd record with a uid: {user1:?}"))?;
+    if uid1 < 1000 || cf[2] == uid1.to_string() {
+        bail!(
+            "user1 got uid {uid1}, expected a free uid from 1000 on (core has {})",
+            cf[2]
+        );
+    }
     check_users(
-        &c.machine()?,
+        &m,
         &[
             (
                 "core",
-                "core:x:500:500:Flatcar Admin:/home/core:/bin/bash",
+                &format!("core:x:{}:{}:{}:/home/core:/bin/bash", cf[2], cf[3], cf[4]),
                 "foobar",
             ),
-            ("user1", "user1:x:1000:1000::/home/user1:/bin/bash", "*"),
+            (
+                "user1",
+                &format!("user1:x:{uid1}:{uid1}::/home/user1:/bin/bash"),
+                "*",
+            ),
             ("user2", "user2:x:1010:1010::/home/user2:/bin/bash", "*"),
         ],
     )

@@ -48,14 +48,36 @@ fn registers_at_least_140_of_kolas_150_flatcar_tests() {
     );
 }
 
-/// Every spec-3 config the catalog writes (tests' own and the ones bodies boot with).
-fn v3_configs() -> Vec<(String, Config)> {
+/// Every config the catalog writes (tests' own and the ones bodies boot with).
+fn catalog_configs() -> Vec<(String, Config)> {
     let mut v: Vec<(String, Config)> = all()
         .into_iter()
         .filter_map(|t| t.config.clone().map(|c| (t.name.clone(), c)))
         .collect();
     v.extend(body_configs().into_iter().map(|(n, c)| (n.to_string(), c)));
-    v.into_iter().filter(|(_, c)| c.is_v3()).collect()
+    v
+}
+
+/// Every spec-3 config the catalog writes.
+fn v3_configs() -> Vec<(String, Config)> {
+    catalog_configs()
+        .into_iter()
+        .filter(|(_, c)| c.is_v3())
+        .collect()
+}
+
+/// Runs `ignition-validate` on a file: what it printed when it refused the config.
+fn validate(bin: &str, path: &std::path::Path) -> Result<(), String> {
+    let out = Command::new(bin).arg(path).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || text.contains("error") {
+        return Err(text.trim().to_string());
+    }
+    Ok(())
 }
 
 #[test]
@@ -83,14 +105,8 @@ fn every_spec_3_config_passes_ignition_validate() {
         );
         let p = dir.path().join(format!("{i}.ign"));
         std::fs::write(&p, cfg.render_pretty()).unwrap();
-        let out = Command::new(bin).arg(&p).output().unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() || text.contains("error") {
-            failures.push(format!("{name}: {}", text.trim()));
+        if let Err(e) = validate(bin, &p) {
+            failures.push(format!("{name}: {e}"));
         }
     }
     assert!(
@@ -101,17 +117,100 @@ fn every_spec_3_config_passes_ignition_validate() {
 }
 
 #[test]
-fn legacy_configs_need_flatcar() {
+fn legacy_configs_need_flatcar_or_the_translation() {
     for t in all() {
         if let Some(c) = &t.config {
             if !c.is_v3() {
+                let spec = if c.version() == "1" {
+                    "ignition-spec1"
+                } else {
+                    "ignition-spec2"
+                };
                 assert!(
-                    t.requires.iter().any(|r| r == "flatcar"),
-                    "{} has a spec-{} config but does not require flatcar",
+                    t.requires.iter().any(|r| r == "flatcar" || r == spec),
+                    "{} has a spec-{} config but requires neither flatcar nor {spec}",
                     t.name,
                     c.version()
                 );
             }
         }
     }
+}
+
+/// Every spec-1/2 config the catalog writes (tests' own and the ones bodies boot with) for
+/// tests that run on images other than Flatcar (those without a `flatcar` requirement).
+fn legacy_configs() -> Vec<(String, Config)> {
+    let r = registry();
+    catalog_configs()
+        .into_iter()
+        .filter(|(_, c)| !c.is_v3())
+        .filter(|(n, _)| {
+            let test = n.split(" (").next().unwrap_or(n);
+            r.get(test)
+                .is_some_and(|t| !t.requires.iter().any(|q| q == "flatcar"))
+        })
+        .collect()
+}
+
+/// The test image reads spec-1/2 configs through `ci/image/ignition-translate.jq` (what
+/// Flatcar's Ignition does in Go): every legacy config the catalog writes, rendered with the
+/// harness's SSH key, translates into a spec-3 config that Debian's `ignition-validate`
+/// accepts.
+#[test]
+fn every_legacy_config_translates_to_a_valid_spec_3_config() {
+    const VALIDATE: &str = "/usr/bin/ignition-validate";
+    let jq_ok = Command::new("jq").arg("--version").output().is_ok();
+    if !std::path::Path::new(VALIDATE).exists() || !jq_ok {
+        eprintln!("skipped: needs jq and ignition-validate (apt-get install jq ignition)");
+        return;
+    }
+    let program =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ci/image/ignition-translate.jq");
+    let dir = tempfile::tempdir().unwrap();
+    let configs = legacy_configs();
+    assert!(configs.len() >= 6, "only {} legacy configs", configs.len());
+    let mut failures = Vec::new();
+    for (i, (name, cfg)) in configs.iter().enumerate() {
+        let mut cfg = cfg.clone();
+        cfg.add_ssh_key(
+            "core",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0 test",
+        );
+        let src = dir.path().join(format!("{i}.legacy.ign"));
+        std::fs::write(&src, cfg.render_pretty()).unwrap();
+        let out = Command::new("jq")
+            .arg("-f")
+            .arg(&program)
+            .arg(&src)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "{name}: translation failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["ignition"]["version"], "3.0.0", "{name}");
+        // The key survives the translation.
+        assert!(
+            v["passwd"]["users"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|u| u["name"] == "core" && u["sshAuthorizedKeys"][0].is_string()),
+            "{name}: the SSH key was lost: {v}"
+        );
+        let dst = dir.path().join(format!("{i}.ign"));
+        std::fs::write(&dst, &out.stdout).unwrap();
+        if let Err(e) = validate(VALIDATE, &dst) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "legacy configs that do not translate:\n{}",
+        failures.join("\n")
+    );
 }

@@ -12,9 +12,12 @@
 //! The machines here are QEMU guests standing in for bare metal: the guest firmware runs
 //! QEMU's iPXE option ROM (`-boot n`, no `-kernel`), whose DHCP answer from user-mode
 //! networking names the script (`bootfile=http://10.0.2.2:PORT/…`; the guest reaches host
-//! loopback as 10.0.2.2). The image's disk, when the manifest has one, is attached as an
-//! overlay for the root file system. The boot server's access log is written to
-//! `<machine>/pxe-http.log`.
+//! loopback as 10.0.2.2). Where the root file system lives is [`PxeRoot`]: by default, for
+//! an image that can mount its root from the network (manifest `contains` `nbd-root`), the
+//! guest has no disk at all and its initramfs mounts an overlay of the image's disk that
+//! bogie serves over NBD (`qemu-nbd` on a loopback port, one per machine); otherwise the
+//! overlay is attached as a local disk. The boot server's access log is written to
+//! `<machine>/pxe-http.log`, qemu-nbd's to `<machine>/qemu-nbd.log`.
 //!
 //! Only amd64 guests: an arm64 board in a lab is tested with `-p external`.
 
@@ -74,6 +77,66 @@ impl IgnitionDelivery {
     }
 }
 
+/// Where a network-booted guest's root file system lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PxeRoot {
+    /// On the network: the guest has no disk; bogie serves an overlay of the image's disk
+    /// over NBD (`qemu-nbd`, export `root`, on a loopback port) and the guest's initramfs
+    /// mounts it (`root=/dev/nbd0 nbdroot=10.0.2.2:PORT/root ip=dhcp`, Debian's
+    /// `nbd-client` initramfs support). Needs `nbd-root` in the manifest's `contains`.
+    Nbd,
+    /// The overlay of the image's disk attached as the guest's local disk (a diskful
+    /// machine that boots its kernel over the network).
+    Disk,
+    /// Neither: the kernel and initrd alone (an initrd that carries its own root).
+    None,
+}
+
+impl PxeRoot {
+    /// What suits an image: NBD when its manifest contains `nbd-root` and names a disk,
+    /// else the disk attached locally, else none.
+    pub fn for_image(image: &ImageInfo) -> PxeRoot {
+        let Some(m) = image.manifest.as_ref() else {
+            return PxeRoot::None;
+        };
+        if !m.disk.is_file() {
+            PxeRoot::None
+        } else if m.contains.iter().any(|c| c == NBD_ROOT) {
+            PxeRoot::Nbd
+        } else {
+            PxeRoot::Disk
+        }
+    }
+
+    /// Parses `--pxe-root` (`auto`, `nbd`, `disk`, `none`); `auto` is [`Self::for_image`].
+    pub fn parse(s: &str, image: &ImageInfo) -> Option<PxeRoot> {
+        match s {
+            "auto" => Some(PxeRoot::for_image(image)),
+            "nbd" => Some(PxeRoot::Nbd),
+            "disk" => Some(PxeRoot::Disk),
+            "none" => Some(PxeRoot::None),
+            _ => None,
+        }
+    }
+}
+
+/// The manifest capability of images whose initramfs mounts the root over NBD.
+pub const NBD_ROOT: &str = "nbd-root";
+
+/// The kernel arguments of a guest whose root is NBD export `root` at `host:port`: the
+/// image's own arguments with `root=` replaced.
+pub fn nbd_kernel_args(args: &str, host: Ipv4Addr, port: u16) -> String {
+    let mut out: Vec<String> = args
+        .split_whitespace()
+        .filter(|a| !a.starts_with("root=") && !a.starts_with("nbdroot=") && !a.starts_with("ip="))
+        .map(String::from)
+        .collect();
+    out.insert(0, "root=/dev/nbd0".into());
+    out.push(format!("nbdroot={host}:{port}/root"));
+    out.push("ip=dhcp".into());
+    out.join(" ")
+}
+
 /// What the user chose for PXE (`--pxe-*`, plus `--qemu-*` for the guest).
 #[derive(Debug, Clone)]
 pub struct PxeOptions {
@@ -91,8 +154,8 @@ pub struct PxeOptions {
     pub http_port: u16,
     /// The iPXE option ROM for virtio-net (`--pxe-rom`; default from `ipxe-qemu`).
     pub rom: Option<PathBuf>,
-    /// Attach the image's disk (as an overlay) as the root disk.
-    pub root_disk: bool,
+    /// Where the root file system lives (`--pxe-root`).
+    pub root: PxeRoot,
     /// How the guest gets its Ignition config (`--pxe-ignition`).
     pub ignition: IgnitionDelivery,
     /// QEMU binary instead of `qemu-system-x86_64` from `PATH`.
@@ -102,10 +165,11 @@ pub struct PxeOptions {
 }
 
 impl PxeOptions {
-    /// Defaults: 1024 MiB, 1 vCPU, root disk on, the Ignition delivery that suits the
-    /// image ([`IgnitionDelivery::for_image`]), KVM when usable.
+    /// Defaults: 1024 MiB, 1 vCPU, the root and the Ignition delivery that suit the image
+    /// ([`PxeRoot::for_image`], [`IgnitionDelivery::for_image`]), KVM when usable.
     pub fn new(image: ImageInfo, arch: Arch) -> PxeOptions {
         let ignition = IgnitionDelivery::for_image(&image);
+        let root = PxeRoot::for_image(&image);
         PxeOptions {
             image,
             arch,
@@ -114,7 +178,7 @@ impl PxeOptions {
             kernel_args: None,
             http_port: 0,
             rom: None,
-            root_disk: true,
+            root,
             ignition,
             qemu_binary: None,
             kvm: true,
@@ -131,6 +195,7 @@ struct Inner {
     disk: Option<(PathBuf, String)>,
     rom: PathBuf,
     binary: PathBuf,
+    nbd_binary: Option<PathBuf>,
     kvm: bool,
 }
 
@@ -216,8 +281,24 @@ impl PxePlatform {
                 input("qemu-system-x86_64 not found in PATH: install the Debian package qemu-system-x86")
             })?,
         };
-        let disk =
-            (opts.root_disk && m.disk.is_file()).then(|| (m.disk.clone(), m.disk_format.clone()));
+        let disk = match opts.root {
+            PxeRoot::None => None,
+            PxeRoot::Nbd | PxeRoot::Disk => {
+                if !m.disk.is_file() {
+                    return Err(input(format!(
+                        "--pxe-root needs the image's disk, and {} was not found",
+                        m.disk.display()
+                    )));
+                }
+                Some((m.disk.clone(), m.disk_format.clone()))
+            }
+        };
+        let nbd_binary = match opts.root {
+            PxeRoot::Nbd => Some(find_in_path("qemu-nbd").ok_or_else(|| {
+                input("qemu-nbd not found in PATH (root over NBD): install the Debian package qemu-utils")
+            })?),
+            _ => None,
+        };
         // The device can work while QEMU still cannot run a vCPU (a nested hypervisor
         // refusing MSRs): try QEMU itself too.
         let kvm = opts.kvm
@@ -247,6 +328,7 @@ impl PxePlatform {
                 disk,
                 rom,
                 binary,
+                nbd_binary,
                 kvm,
             }),
         })
@@ -265,6 +347,11 @@ impl PxePlatform {
     /// The iPXE script for a machine. With [`IgnitionDelivery::Url`] the kernel command line
     /// names the machine's config on the boot server.
     pub fn ipxe_script(&self, machine: &str) -> String {
+        self.ipxe_script_with_args(machine, &self.inner.kernel_args)
+    }
+
+    /// The iPXE script for a machine booting with these kernel arguments.
+    pub fn ipxe_script_with_args(&self, machine: &str, kernel_args: &str) -> String {
         let base = format!("http://{HOST_FROM_GUEST}:{}", self.inner.server.port());
         let ignition = match self.inner.opts.ignition {
             IgnitionDelivery::Url => format!(
@@ -278,13 +365,18 @@ impl PxePlatform {
              kernel {base}/kernel initrd=initrd {args}{ignition}\n\
              initrd --name initrd {base}/initrd\n\
              boot\n",
-            args = self.inner.kernel_args,
+            args = kernel_args,
         )
     }
 
     /// How guests get their Ignition config.
     pub fn ignition_delivery(&self) -> IgnitionDelivery {
         self.inner.opts.ignition
+    }
+
+    /// Where guests' root file systems live.
+    pub fn root(&self) -> PxeRoot {
+        self.inner.opts.root
     }
 
     /// Kernel and initrd served.
@@ -423,15 +515,6 @@ impl PxeCluster {
         let server = &inner.server;
         let script_path = format!("/m/{}/boot.ipxe", spec.id);
         let config_path = format!("/m/{}/config.ign", spec.id);
-        server.put(
-            &script_path,
-            Content::Bytes(Arc::new(self.platform.ipxe_script(&spec.id).into_bytes())),
-        );
-        server.put(
-            &config_path,
-            Content::Bytes(Arc::new(spec.ignition.clone().into_bytes())),
-        );
-
         let overlay = dir.join("disk.qcow2");
         if let Some((base, fmt)) = &inner.disk {
             let out = Command::new("qemu-img")
@@ -451,6 +534,28 @@ impl PxeCluster {
                 )));
             }
         }
+        // Root over NBD: this machine's overlay, served on its own loopback port.
+        let nbd = match (&inner.nbd_binary, inner.opts.root) {
+            (Some(bin), PxeRoot::Nbd) => {
+                Some(start_nbd(bin, &overlay, dir, !spec.may_outlive).await?)
+            }
+            _ => None,
+        };
+        let kernel_args = match &nbd {
+            Some((_, port)) => nbd_kernel_args(&inner.kernel_args, HOST_FROM_GUEST, *port),
+            None => inner.kernel_args.clone(),
+        };
+        let mut nbd_child = nbd.map(|(c, _)| c);
+        let script = self.platform.ipxe_script_with_args(&spec.id, &kernel_args);
+        // Kept beside the console for whoever reads a failed boot.
+        std::fs::write(dir.join("boot.ipxe"), &script)
+            .map_err(|e| PlatformError::io("writing boot.ipxe", e))?;
+        server.put(&script_path, Content::Bytes(Arc::new(script.into_bytes())));
+        server.put(
+            &config_path,
+            Content::Bytes(Arc::new(spec.ignition.clone().into_bytes())),
+        );
+
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port()?;
@@ -482,7 +587,7 @@ impl PxeCluster {
                 ])
                 .args(["-object", "rng-random,filename=/dev/urandom,id=rng0"])
                 .args(["-device", "virtio-rng-pci,rng=rng0"]);
-            if inner.disk.is_some() {
+            if inner.disk.is_some() && inner.opts.root == PxeRoot::Disk {
                 cmd.args([
                     "-drive",
                     &format!("if=none,id=d0,format=qcow2,file={}", overlay.display()),
@@ -494,6 +599,8 @@ impl PxeCluster {
                     cmd.args(["-fw_cfg", &format!("name={name},file={}", ign.display())]);
                 }
             }
+            // The command line, for whoever boots the machine by hand.
+            let _ = std::fs::write(dir.join("qemu.cmdline"), format!("{:?}\n", cmd.as_std()));
             let log = std::fs::File::create(dir.join("qemu.log"))
                 .map_err(|e| PlatformError::io("creating qemu.log", e))?;
             let log2 = log
@@ -525,6 +632,7 @@ impl PxeCluster {
                 dir: dir.clone(),
                 port,
                 child: tokio::sync::Mutex::new(Some(child)),
+                nbd: tokio::sync::Mutex::new(nbd_child.take()),
                 paths: vec![script_path.clone(), config_path.clone()],
                 overlay: inner.disk.is_some().then(|| overlay.clone()),
                 state: AtomicU8::new(RUNNING),
@@ -532,6 +640,11 @@ impl PxeCluster {
             self.machines.lock().expect("poisoned").push(m.clone());
             return Ok(m);
         }
+        if let Some(mut c) = nbd_child {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+        }
+        let _ = std::fs::remove_file(&overlay);
         Err(PlatformError::Machine(last))
     }
 }
@@ -562,6 +675,8 @@ pub struct PxeMachine {
     dir: PathBuf,
     port: u16,
     child: tokio::sync::Mutex<Option<Child>>,
+    /// qemu-nbd serving the root (root over NBD).
+    nbd: tokio::sync::Mutex<Option<Child>>,
     paths: Vec<String>,
     overlay: Option<PathBuf>,
     state: AtomicU8,
@@ -629,6 +744,11 @@ impl Machine for PxeMachine {
             let _ = ch.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(10), ch.wait()).await;
         }
+        // The guest is gone: its root's server next.
+        if let Some(mut ch) = self.nbd.lock().await.take() {
+            let _ = ch.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(10), ch.wait()).await;
+        }
         self.write_access_log();
         for p in &self.paths {
             self.platform.inner.server.remove(p);
@@ -656,12 +776,23 @@ impl Machine for PxeMachine {
             std::mem::forget(c);
             pid
         });
+        let nbd_pid = self.nbd.lock().await.take().and_then(|c| {
+            let pid = c.id();
+            std::mem::forget(c);
+            pid
+        });
         self.write_access_log();
+        let pids: Vec<String> = pid
+            .iter()
+            .chain(nbd_pid.iter())
+            .map(|p| p.to_string())
+            .collect();
         Ok(json!({
             "platform": "pxe",
             "pid": pid,
+            "nbd_pid": nbd_pid,
             "ssh": self.ssh_addr().to_string(),
-            "down": pid.map(|p| format!("kill {p}")),
+            "down": (!pids.is_empty()).then(|| format!("kill {}", pids.join(" "))),
         }))
     }
 }
@@ -669,11 +800,125 @@ impl Machine for PxeMachine {
 impl Drop for PxeMachine {
     fn drop(&mut self) {
         if self.state.load(Ordering::SeqCst) == RUNNING {
-            if let Ok(mut g) = self.child.try_lock() {
-                if let Some(c) = g.as_mut() {
-                    let _ = c.start_kill();
+            for m in [&self.child, &self.nbd] {
+                if let Ok(mut g) = m.try_lock() {
+                    if let Some(c) = g.as_mut() {
+                        let _ = c.start_kill();
+                    }
                 }
             }
         }
+    }
+}
+
+/// Starts `qemu-nbd` serving `overlay` as export `root` on a free loopback port and waits
+/// until it accepts connections. Returns the child and the port.
+async fn start_nbd(
+    bin: &Path,
+    overlay: &Path,
+    dir: &Path,
+    tied: bool,
+) -> Result<(Child, u16), PlatformError> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.join("qemu-nbd.log"))
+            .map_err(|e| PlatformError::io("creating qemu-nbd.log", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| PlatformError::io("qemu-nbd.log", e))?;
+        let mut cmd = Command::new(bin);
+        // -t: keep serving across the guest's reconnects; writeback: the overlay is
+        // throwaway, like the local disk's.
+        cmd.args(["-f", "qcow2", "-x", "root", "-b", "127.0.0.1", "-t"])
+            .args(["-p", &port.to_string(), "--cache=writeback"])
+            .arg(overlay)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let mut child = spawn_qemu(cmd, tied)
+            .await
+            .map_err(|e| PlatformError::io(format!("starting {}", bin.display()), e))?;
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                last = format!(
+                    "qemu-nbd exited at once ({status}): {}",
+                    std::fs::read_to_string(dir.join("qemu-nbd.log"))
+                        .unwrap_or_default()
+                        .trim()
+                );
+                break;
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                tracing::info!(port, pid = child.id(), "qemu-nbd serving the root");
+                return Ok((child, port));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                last = "qemu-nbd did not listen within 30 s".into();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Err(PlatformError::Machine(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nbd_kernel_args_replace_the_root() {
+        assert_eq!(
+            nbd_kernel_args(
+                "root=/dev/vda rw console=ttyS0 quiet",
+                HOST_FROM_GUEST,
+                10809
+            ),
+            "root=/dev/nbd0 rw console=ttyS0 quiet nbdroot=10.0.2.2:10809/root ip=dhcp"
+        );
+        // No root= in the image's arguments: one is added; stale nbd arguments go.
+        assert_eq!(
+            nbd_kernel_args("nbdroot=x ip=off console=ttyS0", HOST_FROM_GUEST, 1),
+            "root=/dev/nbd0 console=ttyS0 nbdroot=10.0.2.2:1/root ip=dhcp"
+        );
+    }
+
+    fn image(dir: &Path, contains: &str) -> ImageInfo {
+        std::fs::write(dir.join("disk.qcow2"), b"x").unwrap();
+        std::fs::write(dir.join("k"), b"k").unwrap();
+        std::fs::write(dir.join("i"), b"i").unwrap();
+        std::fs::write(
+            dir.join("manifest.json"),
+            format!(
+                r#"{{"format":"bogie-image/1","arch":"amd64","disk":"disk.qcow2","kernel":"k","initrd":"i","contains":[{contains}]}}"#
+            ),
+        )
+        .unwrap();
+        ImageInfo::load(&dir.join("manifest.json")).unwrap()
+    }
+
+    #[test]
+    fn the_root_follows_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let nbd = image(d.path(), r#""nbd-root""#);
+        assert_eq!(PxeRoot::for_image(&nbd), PxeRoot::Nbd);
+        assert_eq!(PxeRoot::parse("auto", &nbd), Some(PxeRoot::Nbd));
+        assert_eq!(PxeRoot::parse("disk", &nbd), Some(PxeRoot::Disk));
+        assert_eq!(PxeRoot::parse("none", &nbd), Some(PxeRoot::None));
+        assert_eq!(PxeRoot::parse("nfs", &nbd), None);
+        let d2 = tempfile::tempdir().unwrap();
+        assert_eq!(PxeRoot::for_image(&image(d2.path(), "")), PxeRoot::Disk);
+        // A disk gone since the manifest was read: nothing to serve.
+        let d3 = tempfile::tempdir().unwrap();
+        let gone = image(d3.path(), r#""nbd-root""#);
+        std::fs::remove_file(d3.path().join("disk.qcow2")).unwrap();
+        assert_eq!(PxeRoot::for_image(&gone), PxeRoot::None);
     }
 }

@@ -182,10 +182,11 @@ fn bogie_binary() -> PathBuf {
     dir.join("bogie")
 }
 
-/// `bogie run -p pxe ... cl.basic` on the test image: the guest has the image's disk (its
-/// root file system) but no kernel from QEMU; iPXE loads the boot script, kernel and initrd
-/// from bogie's boot server, Ignition reads the config from fw_cfg (the test image's
-/// Ignition uses the qemu provider), and `cl.basic` passes. One boot.
+/// `bogie run -p pxe ... cl.basic` on the test image: the guest has no disk and no kernel
+/// from QEMU; iPXE loads the boot script, kernel and initrd from bogie's boot server, the
+/// initramfs mounts the root from bogie's NBD server (an overlay of the image's disk; the
+/// test image's manifest contains `nbd-root`), Ignition reads the config from fw_cfg (the
+/// test image's Ignition uses the qemu provider), and `cl.basic` passes. One boot.
 #[test]
 fn cl_basic_passes_on_a_network_booted_guest() {
     let Some(manifest) = std::env::var_os("BOGIE_TEST_IMAGE") else {
@@ -240,4 +241,43 @@ fn cl_basic_passes_on_a_network_booted_guest() {
         qemu_processes(&format!("bogie-pxe-{id}")).is_empty(),
         "QEMU left running"
     );
+    // Diskless: no drive on QEMU's command line, the root from NBD.
+    let script = std::fs::read_to_string(mdir.join("boot.ipxe")).unwrap();
+    assert!(
+        script.contains(" root=/dev/nbd0 ") && script.contains(" nbdroot=10.0.2.2:"),
+        "{script}"
+    );
+    let cmdline = std::fs::read_to_string(mdir.join("qemu.cmdline")).unwrap();
+    assert!(
+        !cmdline.contains("-drive"),
+        "the guest has a disk: {cmdline}"
+    );
+    let console = std::fs::read_to_string(mdir.join("console.txt")).unwrap();
+    assert!(
+        console.contains("Connected /dev/nbd0"),
+        "the initramfs did not connect the NBD root:\n{console}"
+    );
+    assert!(
+        qemu_processes(mdir.join("disk.qcow2").to_str().unwrap()).is_empty()
+            && nbd_processes(&mdir).is_empty(),
+        "qemu-nbd left running"
+    );
+    assert!(!mdir.join("disk.qcow2").exists(), "the overlay is removed");
+}
+
+/// qemu-nbd processes serving a file under `dir`.
+fn nbd_processes(dir: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let needle = dir.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("qemu-nbd") && cmd.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
 }
