@@ -239,18 +239,17 @@ pub struct RunArgs {
     pub run_platform_independent: bool,
     /// Start machines of tests that share a first-boot config from a snapshot of one ready
     /// machine (QEMU) instead of cold boots; tests marked `needs_first_boot` still boot
-    /// cold. Off by default until the end-to-end suites have passed with it on (see
-    /// docs/benchmarks.md).
-    #[arg(long)]
+    /// cold. On by default (the flag stays for scripts that pass it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::SetTrue)]
     pub snapshot: bool,
-    /// Boot every machine cold (the default; overrides --snapshot).
+    /// Boot every machine cold (overrides --snapshot).
     #[arg(long)]
     pub no_snapshot: bool,
-    /// Let non-exclusive tests with the same config run one after another on one machine.
-    /// Off by default, as --snapshot.
-    #[arg(long)]
+    /// Let non-exclusive tests with the same config run one after another on one machine,
+    /// as kola does. On by default.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::SetTrue)]
     pub share: bool,
-    /// Give every test its own machine (the default; overrides --share).
+    /// Give every test its own machine (overrides --share).
     #[arg(long)]
     pub no_share: bool,
 }
@@ -582,7 +581,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_and_sharing_are_opt_in_and_the_no_flags_win() {
+    fn snapshots_and_sharing_are_on_by_default_and_the_no_flags_win() {
         let run = |extra: &[&str]| {
             let mut argv = vec!["bogie", "run"];
             argv.extend_from_slice(extra);
@@ -592,10 +591,11 @@ mod tests {
             };
             (r.snapshot && !r.no_snapshot, r.share && !r.no_share)
         };
-        assert_eq!(run(&[]), (false, false));
+        assert_eq!(run(&[]), (true, true));
         assert_eq!(run(&["--snapshot", "--share"]), (true, true));
-        assert_eq!(run(&["--snapshot"]), (true, false));
-        assert_eq!(run(&["--share"]), (false, true));
+        assert_eq!(run(&["--no-snapshot"]), (false, true));
+        assert_eq!(run(&["--no-share"]), (true, false));
+        assert_eq!(run(&["--no-snapshot", "--no-share"]), (false, false));
         assert_eq!(
             run(&["--snapshot", "--share", "--no-snapshot"]),
             (false, true)

@@ -118,3 +118,33 @@ fn list_json_names_requirements() {
     assert_eq!(basic["cluster_size"], 1);
     assert!(basic["requires"].is_array());
 }
+
+#[test]
+fn unknown_pxe_root_is_an_input_error() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["disk.qcow2", "vmlinuz", "initrd.img"] {
+        std::fs::write(d.path().join(f), b"x").unwrap();
+    }
+    let m = d.path().join("manifest.json");
+    std::fs::write(
+        &m,
+        r#"{"format":"bogie-image/1","arch":"amd64","disk":"disk.qcow2","kernel":"vmlinuz","initrd":"initrd.img","contains":["nbd-root"]}"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "run",
+        "-p",
+        "pxe",
+        "--qemu-image",
+        m.to_str().unwrap(),
+        "--pxe-root",
+        "nfs",
+        "cl.basic",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--pxe-root \"nfs\" is not auto, nbd, disk or none"),
+        "{err}"
+    );
+}

@@ -3,8 +3,8 @@
 //!
 //! amd64 (`BOGIE_TEST_IMAGE`): cl.basic, Ignition (hostname, instantiated units, remote
 //! resources served by the harness), filesystem hygiene, users, listeners, sysusers and NFS
-//! between two machines. arm64 (`BOGIE_TEST_IMAGE_ARM64`): a smaller part with one
-//! two-machine test. Each part is skipped, with a message, when its image variable is unset;
+//! between two machines. arm64 (`BOGIE_TEST_IMAGE_ARM64`): six others, one of them on two
+//! machines, spec-1/2 configs among them. Each part is skipped, with a message, when its image variable is unset;
 //! `ci/test` sets both. Both parts use `--snapshot --share -j 2` to stay cheap in CI.
 
 mod common;
@@ -29,12 +29,16 @@ const AMD64_TESTS: &[&str] = &[
     "linux.nfs.v4",
 ];
 
-/// The arm64 part (one two-machine test: `linux.nfs.v4`).
+/// The arm64 part (one two-machine test: `linux.nfs.v4`). With the four of
+/// `tests/e2e_arm64.rs` (cl.basic, coreos.ignition.sethostname, cl.users.shells,
+/// coreos.auth.verify), ten different catalog tests pass on arm64 in CI.
 const ARM64_TESTS: &[&str] = &[
-    "coreos.ignition.sethostname",
-    "cl.users.shells",
-    "coreos.auth.verify",
     "linux.nfs.v4",
+    "coreos.ignition.groups",
+    "cl.ignition.v1.groups",
+    "cl.ignition.v2.users",
+    "systemd.sysusers.gshadow",
+    "cl.network.listeners.legacy",
 ];
 
 /// The image manifest named by `var`, or None (with a message) when it is unset.
