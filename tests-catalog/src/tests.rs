@@ -66,6 +66,16 @@ fn v3_configs() -> Vec<(String, Config)> {
         .collect()
 }
 
+/// A config as the harness renders it: with an SSH key for core.
+fn as_rendered(cfg: &Config) -> Config {
+    let mut cfg = cfg.clone();
+    cfg.add_ssh_key(
+        "core",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0 test",
+    );
+    cfg
+}
+
 /// Runs `ignition-validate` on a file: what it printed when it refused the config.
 fn validate(bin: &str, path: &std::path::Path) -> Result<(), String> {
     let out = Command::new(bin).arg(path).output().unwrap();
@@ -97,12 +107,7 @@ fn every_spec_3_config_passes_ignition_validate() {
     let configs = v3_configs();
     assert!(configs.len() > 30, "only {} spec-3 configs", configs.len());
     for (i, (name, cfg)) in configs.iter().enumerate() {
-        // As the harness renders it: with an SSH key for core.
-        let mut cfg = cfg.clone();
-        cfg.add_ssh_key(
-            "core",
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0 test",
-        );
+        let cfg = as_rendered(cfg);
         let p = dir.path().join(format!("{i}.ign"));
         std::fs::write(&p, cfg.render_pretty()).unwrap();
         if let Err(e) = validate(bin, &p) {
@@ -171,11 +176,7 @@ fn every_legacy_config_translates_to_a_valid_spec_3_config() {
     assert!(configs.len() >= 6, "only {} legacy configs", configs.len());
     let mut failures = Vec::new();
     for (i, (name, cfg)) in configs.iter().enumerate() {
-        let mut cfg = cfg.clone();
-        cfg.add_ssh_key(
-            "core",
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0 test",
-        );
+        let cfg = as_rendered(cfg);
         let src = dir.path().join(format!("{i}.legacy.ign"));
         std::fs::write(&src, cfg.render_pretty()).unwrap();
         let out = Command::new("jq")

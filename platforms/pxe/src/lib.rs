@@ -192,9 +192,11 @@ struct Inner {
     kernel: PathBuf,
     initrd: PathBuf,
     kernel_args: String,
+    /// The image's disk and format, unless the root is [`PxeRoot::None`].
     disk: Option<(PathBuf, String)>,
     rom: PathBuf,
     binary: PathBuf,
+    /// `qemu-nbd`, exactly when the root is [`PxeRoot::Nbd`].
     nbd_binary: Option<PathBuf>,
     kvm: bool,
 }
@@ -535,11 +537,9 @@ impl PxeCluster {
             }
         }
         // Root over NBD: this machine's overlay, served on its own loopback port.
-        let nbd = match (&inner.nbd_binary, inner.opts.root) {
-            (Some(bin), PxeRoot::Nbd) => {
-                Some(start_nbd(bin, &overlay, dir, !spec.may_outlive).await?)
-            }
-            _ => None,
+        let nbd = match &inner.nbd_binary {
+            Some(bin) => Some(start_nbd(bin, &overlay, dir, !spec.may_outlive).await?),
+            None => None,
         };
         let kernel_args = match &nbd {
             Some((_, port)) => nbd_kernel_args(&inner.kernel_args, HOST_FROM_GUEST, *port),
@@ -587,7 +587,7 @@ impl PxeCluster {
                 ])
                 .args(["-object", "rng-random,filename=/dev/urandom,id=rng0"])
                 .args(["-device", "virtio-rng-pci,rng=rng0"]);
-            if inner.disk.is_some() && inner.opts.root == PxeRoot::Disk {
+            if inner.opts.root == PxeRoot::Disk {
                 cmd.args([
                     "-drive",
                     &format!("if=none,id=d0,format=qcow2,file={}", overlay.display()),
@@ -601,12 +601,7 @@ impl PxeCluster {
             }
             // The command line, for whoever boots the machine by hand.
             let _ = std::fs::write(dir.join("qemu.cmdline"), format!("{:?}\n", cmd.as_std()));
-            let log = std::fs::File::create(dir.join("qemu.log"))
-                .map_err(|e| PlatformError::io("creating qemu.log", e))?;
-            let log2 = log
-                .try_clone()
-                .map_err(|e| PlatformError::io("qemu.log", e))?;
-            cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+            log_to(&mut cmd, &dir.join("qemu.log"))?;
             let mut child = spawn_qemu(cmd, !spec.may_outlive).await.map_err(|e| {
                 PlatformError::io(format!("starting {}", inner.binary.display()), e)
             })?;
@@ -614,12 +609,7 @@ impl PxeCluster {
             tokio::time::sleep(Duration::from_millis(500)).await;
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    last = format!(
-                        "QEMU exited at once ({status}): {}",
-                        std::fs::read_to_string(dir.join("qemu.log"))
-                            .unwrap_or_default()
-                            .trim()
-                    );
+                    last = exited_at_once("QEMU", status, &dir.join("qemu.log"));
                     continue;
                 }
                 Ok(None) => {}
@@ -740,14 +730,12 @@ impl Machine for PxeMachine {
         {
             return Ok(());
         }
-        if let Some(mut ch) = self.child.lock().await.take() {
-            let _ = ch.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), ch.wait()).await;
-        }
-        // The guest is gone: its root's server next.
-        if let Some(mut ch) = self.nbd.lock().await.take() {
-            let _ = ch.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), ch.wait()).await;
+        // The guest first, then its root's server.
+        for m in [&self.child, &self.nbd] {
+            if let Some(mut ch) = m.lock().await.take() {
+                let _ = ch.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(10), ch.wait()).await;
+            }
         }
         self.write_access_log();
         for p in &self.paths {
@@ -770,17 +758,14 @@ impl Machine for PxeMachine {
                 self.id
             )));
         }
-        let pid = self.child.lock().await.take().and_then(|c| {
-            let pid = c.id();
-            // Not killed on drop: spawned without kill_on_drop when it may outlive the run.
-            std::mem::forget(c);
-            pid
-        });
-        let nbd_pid = self.nbd.lock().await.take().and_then(|c| {
+        // Not killed on drop: spawned without kill_on_drop when they may outlive the run.
+        let release = |c: Child| {
             let pid = c.id();
             std::mem::forget(c);
             pid
-        });
+        };
+        let pid = self.child.lock().await.take().and_then(release);
+        let nbd_pid = self.nbd.lock().await.take().and_then(release);
         self.write_access_log();
         let pids: Vec<String> = pid
             .iter()
@@ -811,6 +796,24 @@ impl Drop for PxeMachine {
     }
 }
 
+/// Sends a child's stdout and stderr to `log` (created anew), stdin from /dev/null.
+fn log_to(cmd: &mut Command, log: &Path) -> Result<(), PlatformError> {
+    let what = || log.display().to_string();
+    let out = std::fs::File::create(log)
+        .map_err(|e| PlatformError::io(format!("creating {}", what()), e))?;
+    let err = out.try_clone().map_err(|e| PlatformError::io(what(), e))?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    Ok(())
+}
+
+/// Why a child that exited right after its start did so: its status and its log.
+fn exited_at_once(what: &str, status: std::process::ExitStatus, log: &Path) -> String {
+    format!(
+        "{what} exited at once ({status}): {}",
+        std::fs::read_to_string(log).unwrap_or_default().trim()
+    )
+}
+
 /// Starts `qemu-nbd` serving `overlay` as export `root` on a free loopback port and waits
 /// until it accepts connections. Returns the child and the port.
 async fn start_nbd(
@@ -822,32 +825,20 @@ async fn start_nbd(
     let mut last = String::new();
     for _ in 0..3 {
         let port = free_port()?;
-        let log = std::fs::File::create(dir.join("qemu-nbd.log"))
-            .map_err(|e| PlatformError::io("creating qemu-nbd.log", e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| PlatformError::io("qemu-nbd.log", e))?;
         let mut cmd = Command::new(bin);
         // -t: keep serving across the guest's reconnects; writeback: the overlay is
         // throwaway, like the local disk's.
         cmd.args(["-f", "qcow2", "-x", "root", "-b", "127.0.0.1", "-t"])
             .args(["-p", &port.to_string(), "--cache=writeback"])
-            .arg(overlay)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+            .arg(overlay);
+        log_to(&mut cmd, &dir.join("qemu-nbd.log"))?;
         let mut child = spawn_qemu(cmd, tied)
             .await
             .map_err(|e| PlatformError::io(format!("starting {}", bin.display()), e))?;
         let start = std::time::Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                last = format!(
-                    "qemu-nbd exited at once ({status}): {}",
-                    std::fs::read_to_string(dir.join("qemu-nbd.log"))
-                        .unwrap_or_default()
-                        .trim()
-                );
+                last = exited_at_once("qemu-nbd", status, &dir.join("qemu-nbd.log"));
                 break;
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", port))

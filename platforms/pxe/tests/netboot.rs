@@ -21,8 +21,8 @@ fn have_qemu() -> bool {
     ok
 }
 
-/// qemu-system processes whose command line names this machine.
-fn qemu_processes(name: &str) -> Vec<u32> {
+/// Processes whose command line contains every one of `words`.
+fn processes_with(words: &[&str]) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -30,11 +30,16 @@ fn qemu_processes(name: &str) -> Vec<u32> {
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("qemu-system") && cmd.contains(name) {
+        if words.iter().all(|w| cmd.contains(w)) {
             pids.push(pid);
         }
     }
     pids
+}
+
+/// qemu-system processes whose command line names this machine.
+fn qemu_processes(name: &str) -> Vec<u32> {
+    processes_with(&["qemu-system", name])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,26 +263,8 @@ fn cl_basic_passes_on_a_network_booted_guest() {
         "the initramfs did not connect the NBD root:\n{console}"
     );
     assert!(
-        qemu_processes(mdir.join("disk.qcow2").to_str().unwrap()).is_empty()
-            && nbd_processes(&mdir).is_empty(),
+        processes_with(&["qemu-nbd", mdir.to_str().unwrap()]).is_empty(),
         "qemu-nbd left running"
     );
     assert!(!mdir.join("disk.qcow2").exists(), "the overlay is removed");
-}
-
-/// qemu-nbd processes serving a file under `dir`.
-fn nbd_processes(dir: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    let needle = dir.to_string_lossy().into_owned();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("qemu-nbd") && cmd.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
