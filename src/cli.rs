@@ -19,8 +19,9 @@ use clap::{Args, Parser, Subcommand};
 ///   0   every test that ran passed (flaky counts as passed, with a warning, unless
 ///       --allow-flaky=false);
 ///   1   a test failed (or was flaky with --allow-flaky=false), or the run was interrupted;
-///   2   bad input: unknown flag, test, platform or flag of a platform not built in,
-///       missing or wrong-arch image, malformed denylist, Ignition or --sharding;
+///   2   bad input: unknown flag, test, platform or flag of a platform not built in, a
+///       kola flag bogie does not support yet, missing, wrong-arch or non-disk image,
+///       unwritable --output-dir or --tapfile, malformed denylist, Ignition or --sharding;
 ///   77  only tests denylisted with `warn: true` failed (coreos-assembler's code).
 /// `bogie report merge` exits like the merged run; `bogie report diff` exits 1 when the new
 /// run has failures the baseline did not have.
@@ -72,9 +73,15 @@ pub struct Global {
     /// Output directory (default `_kola_temp/<platform>-<date>-<pid>`, with a `-latest` link).
     #[arg(long, global = true)]
     pub output_dir: Option<PathBuf>,
-    /// Write a TAP report (kola's format) to this path.
+    /// Write a TAP report to this path (its directory must exist).
     #[arg(long, global = true)]
     pub tapfile: Option<PathBuf>,
+    /// The TAP dialect of `--tapfile` (and a merge's `test.tap`): `kola` (kola's, no version
+    /// line: what Flatcar CI's tapfile_helper_lib.sh ingests) or `13` (`TAP version 13`
+    /// first, for TAP 13 parsers such as tap.py and node's tap-parser, which then read the
+    /// YAML blocks).
+    #[arg(long, global = true, default_value = "kola")]
+    pub tap_version: bogie_reports::tap::TapFormat,
     /// Prefix of cloud resource names.
     #[arg(long, global = true, default_value = "bogie")]
     pub basename: String,
@@ -84,10 +91,10 @@ pub struct Global {
     /// SSH bring-up: timeout of one connect attempt, e.g. `10s`.
     #[arg(long, global = true, default_value = "10s")]
     pub ssh_timeout: String,
-    /// Ignition spec the default configs render to (v3; v2 is accepted and means v3 here).
+    /// Ignition spec of the default configs: v3 (kola's v2 is not supported by bogie yet).
     #[arg(long, global = true, default_value = "v3")]
     pub ignition_version: String,
-    /// Boot with secure boot (firmware platforms).
+    /// Boot with secure boot (kola's; not supported by bogie yet: refused).
     #[arg(long, global = true)]
     pub enable_secureboot: bool,
     /// Don't fail tests on SELinux AVC denials.
@@ -127,21 +134,45 @@ pub struct QemuArgs {
     /// UEFI variables template, copied per machine.
     #[arg(long, global = true)]
     pub qemu_ovmf_vars: Option<PathBuf>,
-    /// Accepted for kola compatibility: bogie never modifies the image.
+    /// kola's "don't modify the image": bogie never modifies it, so there is nothing to
+    /// skip; accepted and changes nothing.
     #[arg(long, global = true)]
     pub qemu_skip_mangle: bool,
-    /// Grow each machine's disk by this much (e.g. `5G`).
+    /// kola's "grow each machine's disk by this much" (e.g. `5G`); not supported by bogie
+    /// yet: refused.
     #[arg(long, global = true)]
     pub qemu_grow_base_disk_by: Option<String>,
-    /// Memory per machine in MiB (default 1024).
-    #[arg(long, global = true)]
+    /// Memory per machine in MiB (default 1024; at least 256).
+    #[arg(long, global = true, value_name = "MiB", value_parser = parse_memory_mb)]
     pub qemu_memory: Option<u32>,
     /// vCPUs per machine (default: host cores ÷ parallel, at least 1).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub qemu_cpus: Option<u32>,
     /// Extra QEMU options (JSON array of strings, as kola's spawn takes).
     #[arg(long, global = true)]
     pub qemu_options: Option<String>,
+    /// Accelerator: `auto` uses KVM only when a probe guest really runs under it (else TCG,
+    /// with one warning line), `kvm` refuses to start when it cannot run guests, `tcg` is
+    /// software emulation.
+    #[arg(long, global = true, env = "BOGIE_QEMU_ACCEL", default_value = "auto")]
+    pub qemu_accel: bogie_platform_qemu::Accel,
+}
+
+/// The least `--qemu-memory` taken, in MiB: less does not boot a container OS.
+pub const MIN_QEMU_MEMORY_MB: u32 = 256;
+
+/// Parses `--qemu-memory`: a whole number of MiB, at least [`MIN_QEMU_MEMORY_MB`].
+pub fn parse_memory_mb(s: &str) -> Result<u32, String> {
+    let mb: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| "not a whole number of MiB".to_string())?;
+    if mb < MIN_QEMU_MEMORY_MB {
+        return Err(format!(
+            "{mb} MiB is too little to boot (at least {MIN_QEMU_MEMORY_MB})"
+        ));
+    }
+    Ok(mb)
 }
 
 /// Subcommands.
@@ -177,6 +208,10 @@ pub enum Command {
 pub struct RunArgs {
     /// Test name globs.
     pub patterns: Vec<String>,
+    /// Also run the external tests under DIR/tests/kola (coreos-assembler's `-E`): each
+    /// executable is a test named `ext.<basename of DIR>.<dirs>.<file>`. Repeatable.
+    #[arg(short = 'E', long = "exttest", value_name = "DIR")]
+    pub exttest: Vec<PathBuf>,
     /// Tear machines down after each test; `--remove=false` keeps them all.
     #[arg(short = 'r', long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub remove: bool,
@@ -254,29 +289,35 @@ pub struct RunArgs {
     pub no_share: bool,
 }
 
-/// kola/coreos-assembler flags that Flatcar's CI scripts pass and bogie accepts with kola's
-/// meaning; those for tests bogie has not ported are accepted and otherwise unused.
+/// kola/coreos-assembler flags that Flatcar's CI scripts pass. Those bogie does not honour
+/// yet parse, so the error can name them, and are then refused before anything boots
+/// (exit 2): a release script must not believe it tested what they ask for.
 #[derive(Debug, Args, Clone, Default)]
 pub struct CompatArgs {
     /// coreos-assembler's stream (Flatcar: the channel); matched by denylist `streams`.
     #[arg(long, global = true)]
     pub stream: Option<String>,
-    /// Torcx manifest (kola; torcx tests end before 3760 and are not ported: unused).
+    /// Torcx manifest for docker.torcx-manifest-pkgs (kola's; not supported by bogie yet:
+    /// refused).
     #[arg(long, global = true, value_name = "FILE")]
     pub torcx_manifest: Option<PathBuf>,
-    /// Dev container image URL for the devcontainer.* tests (not ported yet: unused).
+    /// Dev container image URL for the devcontainer.* tests (kola's; not supported by bogie
+    /// yet: refused).
     #[arg(long, global = true, value_name = "URL")]
     pub devcontainer_url: Option<String>,
-    /// Dev container image file for the devcontainer.* tests (not ported yet: unused).
+    /// Dev container image file for the devcontainer.* tests (kola's; not supported by
+    /// bogie yet: refused).
     #[arg(long, global = true, value_name = "FILE")]
     pub devcontainer_file: Option<PathBuf>,
-    /// Binary package host for the devcontainer.* tests (not ported yet: unused).
+    /// Binary package host for the devcontainer.* tests (kola's; not supported by bogie
+    /// yet: refused).
     #[arg(long, global = true, value_name = "URL")]
     pub devcontainer_binhost_url: Option<String>,
-    /// Update payload for the cl.update.payload* tests (must exist when given).
+    /// Update payload for the cl.update.payload* tests (kola's; not supported by bogie
+    /// yet: refused).
     #[arg(long, global = true, value_name = "FILE")]
     pub update_payload: Option<PathBuf>,
-    /// Use Flatcar's production update key (kola; accepted, unused).
+    /// Use Flatcar's production update key (kola's; not supported by bogie yet: refused).
     #[arg(long, global = true)]
     pub force_flatcar_key: bool,
     /// Units to debug (kola's --debug-systemd-unit; kola itself ignores it: accepted).
@@ -379,6 +420,9 @@ pub fn unbuilt_platform_flag<S: AsRef<str>>(args: &[S]) -> Option<String> {
 pub struct ListArgs {
     /// Test name globs.
     pub patterns: Vec<String>,
+    /// Also list the external tests under DIR/tests/kola (as `run -E`). Repeatable.
+    #[arg(short = 'E', long = "exttest", value_name = "DIR")]
+    pub exttest: Vec<PathBuf>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,
@@ -601,6 +645,22 @@ mod tests {
             (false, true)
         );
         assert_eq!(run(&["--snapshot", "--share", "--no-share"]), (true, false));
+    }
+
+    #[test]
+    fn qemu_memory_is_a_number_of_mib_a_container_os_boots_in() {
+        assert_eq!(parse_memory_mb("2048"), Ok(2048));
+        assert_eq!(parse_memory_mb("256"), Ok(256));
+        assert_eq!(
+            parse_memory_mb("0").unwrap_err(),
+            "0 MiB is too little to boot (at least 256)"
+        );
+        assert_eq!(
+            parse_memory_mb("2G").unwrap_err(),
+            "not a whole number of MiB"
+        );
+        assert!(Cli::try_parse_from(["bogie", "--qemu-memory", "0", "list"]).is_err());
+        assert!(Cli::try_parse_from(["bogie", "--qemu-cpus", "0", "list"]).is_err());
     }
 
     #[test]

@@ -405,6 +405,8 @@ pub fn make_platform(
         }
         "pxe" => {
             let mut o = bogie_platform_pxe::PxeOptions::new(image.clone(), arch);
+            // PXE machines probe KVM as the QEMU platform does; `--qemu-accel tcg` skips it.
+            o.kvm = g.qemu.qemu_accel != bogie_platform_qemu::Accel::Tcg;
             if let Some(m) = g.qemu.qemu_memory {
                 o.memory_mb = m;
             }

@@ -21,10 +21,15 @@ fn init_tracing(g: &cli::Global) {
         .unwrap_or_else(|_| EnvFilter::new("warn"));
     // Never let the cloud SDKs' debug logs (identities, signed requests) into the output.
     let filter = bogie::cli_cloud::quiet_cloud_sdks(filter);
+    // Colours only on a terminal (and never with NO_COLOR): a log file or CI capture gets
+    // plain text.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -36,7 +41,17 @@ fn main() -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(2);
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // A value a flag's parser refused: one line naming the flag and why (clap adds a
+        // usage hint below it).
+        Err(e) if e.kind() == clap::error::ErrorKind::ValueValidation => {
+            let text = e.to_string();
+            eprintln!("{}", text.lines().next().unwrap_or_default());
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     init_tracing(&cli.global);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -162,7 +162,7 @@ impl Progress {
     fn finished(&mut self, r: &TestResult) {
         match r.status {
             Status::Pass => self.passed += 1,
-            Status::Fail | Status::Warn => self.failed += 1,
+            Status::Fail | Status::Warn | Status::NotRun => self.failed += 1,
             Status::Flaky => self.flaky += 1,
             Status::Skip => self.skipped += 1,
         }
@@ -243,9 +243,19 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+/// `text` as it may be printed: on a terminal as it is, else without ANSI escapes (a
+/// guest's coloured console line in a failure message stays colourless in a log file).
+pub fn shown(text: &str) -> String {
+    if std::io::stdout().is_terminal() {
+        text.to_string()
+    } else {
+        bogie_harness::checks::strip_ansi(text)
+    }
+}
+
 fn result_line(r: &TestResult) -> String {
     let secs = r.duration().as_secs_f64();
-    match r.status {
+    let line = match r.status {
         Status::Pass => format!("--- PASS: {} ({secs:.1}s)", r.name),
         Status::Flaky => format!(
             "--- FLAKY: {} ({secs:.1}s, passed on attempt {})",
@@ -254,6 +264,11 @@ fn result_line(r: &TestResult) -> String {
         ),
         Status::Skip => format!(
             "--- SKIP: {}: {}",
+            r.name,
+            r.skip_reason.as_deref().unwrap_or("")
+        ),
+        Status::NotRun => format!(
+            "--- NOT RUN: {}: {}",
             r.name,
             r.skip_reason.as_deref().unwrap_or("")
         ),
@@ -271,7 +286,8 @@ fn result_line(r: &TestResult) -> String {
                 None => format!("--- {word}: {} ({secs:.1}s)", r.name),
             }
         }
-    }
+    };
+    shown(&line)
 }
 
 /// Prints the final summary: counts, each failure with its class, reason and artifacts,
@@ -290,7 +306,7 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
             "FAIL"
         };
         match t.last_failure() {
-            Some(f) => println!("{word} {} [{}] {}", t.name, f.class, f.message),
+            Some(f) => println!("{word} {} [{}] {}", t.name, f.class, shown(&f.message)),
             None => println!("{word} {}", t.name),
         }
         if let Some(a) = t.attempts.last() {

@@ -4,13 +4,35 @@ mod common;
 
 use common::bogie;
 
-fn run(args: &[&str]) -> (i32, String, String) {
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
     let out = bogie().args(args).output().expect("runs bogie");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A raw disk image as far as bogie's checks go: 1 MiB with an MBR boot signature (it
+/// holds nothing to boot; tests using it stop before a machine would start).
+fn raw_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+    let p = dir.join("flatcar_production_image.bin");
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Asserts bogie refused the command line as bad input: exit 2 and exactly one line on
+/// stderr, containing every one of `needles`. Returns the line.
+fn refused<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], needles: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, 2, "{args:?}: stdout {out} stderr {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {n:?} not in {err}");
+    }
+    err.trim().to_string()
 }
 
 #[test]
@@ -33,8 +55,7 @@ fn unknown_platform_and_test_are_input_errors() {
     assert!(err.contains("unknown platform \"vmware-cloud\""), "{err}");
 
     let d = tempfile::tempdir().unwrap();
-    let disk = d.path().join("disk.img");
-    std::fs::write(&disk, b"not really a disk").unwrap();
+    let disk = raw_disk(d.path());
     let (code, _, err) = run(&[
         "run",
         "--qemu-image",
@@ -147,4 +168,229 @@ fn unknown_pxe_root_is_an_input_error() {
         err.contains("--pxe-root \"nfs\" is not auto, nbd, disk or none"),
         "{err}"
     );
+}
+
+#[test]
+fn files_that_are_not_disk_images_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let text = d.path().join("flatcar_production_image.bin");
+    std::fs::write(&text, b"this is a text file\n").unwrap();
+    let empty = d.path().join("empty.img");
+    std::fs::write(&empty, b"").unwrap();
+    let zeros = d.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 2 << 20]).unwrap();
+    for (image, why) in [
+        (&text, "too small for a raw disk"),
+        (&empty, "it is empty"),
+        (&zeros, "no partition table"),
+    ] {
+        let path = image.to_str().unwrap();
+        for cmd in ["run", "spawn"] {
+            refused(
+                &[cmd, "--qemu-image", path],
+                &[
+                    &format!("--qemu-image {path}: not a bogie manifest.json, a qcow2 or a raw disk image"),
+                    why,
+                ],
+            );
+        }
+    }
+    refused(
+        &["run", "--qemu-image", d.path().to_str().unwrap()],
+        &["--qemu-image", "it is a directory"],
+    );
+}
+
+#[test]
+fn qemu_memory_and_cpus_must_be_bootable_numbers() {
+    refused(
+        &["run", "--qemu-memory", "0", "cl.basic"],
+        &[
+            "--qemu-memory",
+            "0 MiB is too little to boot (at least 256)",
+        ],
+    );
+    refused(
+        &["spawn", "--qemu-memory=255"],
+        &["--qemu-memory", "255 MiB is too little"],
+    );
+    refused(
+        &["run", "--qemu-memory", "2G", "cl.basic"],
+        &["--qemu-memory", "not a whole number of MiB"],
+    );
+    refused(&["run", "--qemu-cpus", "0", "cl.basic"], &["--qemu-cpus"]);
+}
+
+#[test]
+fn ignition_version_takes_kolas_values_and_v2_is_not_supported_yet() {
+    refused(
+        &["run", "--ignition-version", "v9", "cl.basic"],
+        &["--ignition-version \"v9\": kola's values are v2 and v3"],
+    );
+    refused(
+        &["run", "--ignition-version=v2", "cl.basic"],
+        &["--ignition-version v2 is not supported by bogie yet"],
+    );
+    // v3, the default, is taken: the run goes on to the image.
+    refused(
+        &[
+            "run",
+            "--ignition-version=v3",
+            "--qemu-image=/nonexistent/flatcar.img",
+            "cl.basic",
+        ],
+        &["/nonexistent/flatcar.img"],
+    );
+}
+
+#[test]
+fn output_dir_must_be_a_writable_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let f = file.to_str().unwrap();
+    refused(
+        &["run", "--output-dir", f, "cl.basic"],
+        &[&format!("--output-dir {f}: it is not a directory")],
+    );
+    let under = format!("{f}/out");
+    refused(
+        &["spawn", "--output-dir", &under],
+        &[&format!("--output-dir {under}: {f} is not a directory")],
+    );
+    // Nothing may be created in /proc, whoever runs the test (root included).
+    refused(
+        &["run", "--output-dir", "/proc/bogie-out", "cl.basic"],
+        &["--output-dir /proc/bogie-out: /proc is not writable"],
+    );
+}
+
+#[test]
+fn tapfile_is_checked_before_anything_boots() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = raw_disk(d.path());
+    let image = format!("--qemu-image={}", disk.display());
+    let dir = d.path().to_str().unwrap();
+    refused(
+        &["run", &image, "--tapfile", dir, "cl.basic"],
+        &[&format!("--tapfile {dir}: it is a directory, not a file")],
+    );
+    let missing = d.path().join("results");
+    let tap = missing.join("results-run-1.tap");
+    let t = tap.to_str().unwrap();
+    refused(
+        &["run", &image, &format!("--tapfile={t}"), "cl.basic"],
+        &[&format!(
+            "--tapfile {t}: directory {} does not exist (bogie does not create it)",
+            missing.display()
+        )],
+    );
+    assert!(!missing.exists(), "kola does not create the directory");
+    refused(
+        &["run", &image, "--tapfile", "/proc/results.tap", "cl.basic"],
+        &["--tapfile /proc/results.tap: /proc is not writable"],
+    );
+    // `report merge` writes a TAP file too.
+    refused(
+        &["report", "merge", dir, "--output", dir, "--tapfile", t],
+        &["--tapfile", "does not exist"],
+    );
+}
+
+#[test]
+fn kola_flags_bogie_does_not_honour_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = raw_disk(d.path());
+    let image = format!("--qemu-image={}", disk.display());
+    for flags in [
+        &["--enable-secureboot"][..],
+        &["--qemu-grow-base-disk-by", "5G"],
+        &["--update-payload=tmp/flatcar_test_update.gz"],
+        &["--torcx-manifest=/w/torcx_manifest.json"],
+        &["--devcontainer-url", "http://bincache/dev.bin"],
+        &["--devcontainer-file", "dev.bin"],
+        &["--devcontainer-binhost-url", "http://bincache/pkgs"],
+        &["--force-flatcar-key"],
+    ] {
+        let flag = flags[0].split('=').next().unwrap();
+        let line = format!("error: {flag} is not supported by bogie yet");
+        for cmd in ["run", "spawn"] {
+            let mut args = vec![cmd, image.as_str()];
+            args.extend_from_slice(flags);
+            assert_eq!(refused(&args, &[]), line);
+        }
+    }
+    // --qemu-skip-mangle skips what bogie never does: accepted, the run goes on.
+    refused(
+        &[
+            "run",
+            "--qemu-skip-mangle",
+            "--qemu-image=/nonexistent/flatcar.img",
+            "cl.basic",
+        ],
+        &["/nonexistent/flatcar.img"],
+    );
+    // Listing boots nothing: the flags are no reason to refuse it.
+    let (code, _, err) = run(&["list", "--enable-secureboot", "cl.basic"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Flatcar's `ci-automation/vendor-testing/qemu.sh` command line (BIOS) with `kola`
+/// replaced by `cmd`: its quoted `"${ovmf_vars:+--qemu-ovmf-vars=${ovmf_vars}}"` is an
+/// empty argument, which kola ignores.
+fn qemu_sh(
+    cmd: &str,
+    disk: &std::path::Path,
+    tap: &std::path::Path,
+    tests: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        cmd,
+        "--board=amd64-usr",
+        "--parallel=2",
+        "--platform=qemu",
+        "--qemu-firmware=/usr/share/qemu/bios-256k.bin",
+        &format!("--qemu-image={}", disk.display()),
+        &format!("--tapfile={}", tap.display()),
+        "",
+        "--image-version",
+        "4799.0.0+nightly-20261120-2100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(tests.iter().map(|s| s.to_string()));
+    args
+}
+
+#[test]
+fn flatcar_qemu_sh_empty_argument_is_no_pattern() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = raw_disk(d.path());
+    let tap = d.path().join("results-run-1.tap");
+    let (code, out, err) = run(&qemu_sh("list", &disk, &tap, &["cl.basic"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("cl.")).count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("cl.basic"), "{out}");
+    // Only the empty argument: every test, as with no pattern at all.
+    let (code, only_empty, err) = run(&qemu_sh("list", &disk, &tap, &[]));
+    assert_eq!(code, 0, "{err}");
+    let (code, none, err) = run(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(only_empty, none);
+    // `run` gets past the patterns to the test names: the unknown one is named, not "".
+    // (The QEMU platform is set up first and may warn, e.g. that KVM is not usable.)
+    let (code, _, err) = run(&qemu_sh("run", &disk, &tap, &["no.such.test"]));
+    assert_eq!(code, 2, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(
+        errors,
+        ["error: unknown test \"no.such.test\" (see `bogie list`)"],
+        "{err}"
+    );
+    assert!(!tap.exists(), "nothing ran, no TAP was written");
 }

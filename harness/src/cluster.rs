@@ -39,6 +39,23 @@ pub struct BringUp {
     pub ssh_attempt_timeout: Duration,
     /// How long to wait for `systemctl is-system-running` to settle.
     pub settle_timeout: Duration,
+    /// How long a booting machine's console may stay silent (the platform's
+    /// [`crate::Platform::boot_watch`]); `None`: its console is not watched.
+    pub boot_watch: Option<crate::bootwatch::WatchLimits>,
+}
+
+impl BringUp {
+    /// These timeouts for one test attempt on `platform` whose own timeout is
+    /// `test_timeout`: the SSH wait ends well before the test's time does (so a machine
+    /// that never answers is a `harness` failure, which `--retry-harness-failures` may
+    /// retry, not a `timeout`), and the console is watched where the platform allows.
+    pub fn for_attempt(self, platform: &dyn crate::Platform, test_timeout: Duration) -> Self {
+        BringUp {
+            ssh_timeout: self.ssh_timeout.min(test_timeout.mul_f64(0.75)),
+            boot_watch: self.boot_watch.or_else(|| platform.boot_watch()),
+            ..self
+        }
+    }
 }
 
 impl Default for BringUp {
@@ -47,6 +64,7 @@ impl Default for BringUp {
             ssh_timeout: Duration::from_secs(420),
             ssh_attempt_timeout: Duration::from_secs(20),
             settle_timeout: Duration::from_secs(240),
+            boot_watch: None,
         }
     }
 }
@@ -101,6 +119,7 @@ pub(crate) struct ClusterState {
     pub(crate) default_memory_mb: Option<u32>,
     pub(crate) extra_disks: Vec<u32>,
     pub(crate) kernel_args: Vec<String>,
+    pub(crate) tpm: bool,
     pub(crate) no_ssh_key: bool,
     pub(crate) extra_keys: Vec<String>,
 }
@@ -438,6 +457,14 @@ impl TestMachine {
             s.exec("sudo systemd-run --no-block --on-active=1 systemctl reboot"),
         )
         .await;
+        self.wait_for_new_boot(&before).await?;
+        crate::runner::wait_settled(self, self.bring_up.settle_timeout).await?;
+        Ok(())
+    }
+
+    /// Waits (up to the bring-up SSH timeout) until the machine answers over SSH with a
+    /// boot id other than `before`: it is back from a reboot, whoever started it.
+    pub async fn wait_for_new_boot(&self, before: &str) -> anyhow::Result<()> {
         *self.session.lock().await = None;
         let deadline = Instant::now() + self.bring_up.ssh_timeout;
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -450,14 +477,12 @@ impl TestMachine {
             }
             if let Ok(id) = self.boot_id().await {
                 if id != before {
-                    break;
+                    return Ok(());
                 }
             }
             *self.session.lock().await = None;
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        crate::runner::wait_settled(self, self.bring_up.settle_timeout).await?;
-        Ok(())
     }
 
     /// The console log so far.

@@ -6,9 +6,11 @@
 
 pub mod admission;
 pub mod arch;
+pub mod bootwatch;
 pub mod checks;
 pub mod cluster;
 pub mod denylist;
+pub mod external;
 pub mod ignition;
 pub mod image;
 pub mod instant;

@@ -78,6 +78,8 @@ pub struct MachineSpec {
     pub extra_disks: Vec<u32>,
     /// Extra kernel arguments (direct kernel boot only).
     pub kernel_args: Vec<String>,
+    /// A TPM 2.0 device (platforms that provide the `tpm` capability).
+    pub tpm: bool,
     /// The machine may be kept after bogie exits (`--remove=false`, `--keep-failed`,
     /// `spawn --detach`): the platform must not tie its life to bogie's process.
     pub may_outlive: bool,
@@ -112,6 +114,11 @@ pub trait Machine: Send + Sync {
     async fn console_output(&self) -> Result<String, PlatformError>;
     /// Whether the machine is still running (e.g. the QEMU process is alive).
     async fn is_running(&self) -> bool;
+    /// The platform's own log of the machine so far (QEMU's stderr), read while it boots
+    /// for the emulator's errors. Empty where the platform has none.
+    async fn platform_log(&self) -> String {
+        String::new()
+    }
     /// Tears the machine down. Idempotent.
     async fn destroy(&self) -> Result<(), PlatformError>;
     /// Keeps the machine beyond this run: disarms teardown and returns a JSON description
@@ -166,6 +173,12 @@ pub trait Platform: Send + Sync {
     /// ([`Machine::make_template`], [`Cluster::restore_machine`]).
     fn supports_snapshots(&self) -> bool {
         false
+    }
+    /// Whether machines' consoles are live while they boot, and how long they may stay
+    /// silent ([`crate::bootwatch`]); `None` (the default) where the console is not read
+    /// while booting (clouds), so silence means nothing.
+    fn boot_watch(&self) -> Option<crate::bootwatch::WatchLimits> {
+        None
     }
     /// Releases run-wide resources (keys, security groups, ...). Called once at the end.
     async fn shutdown(&self) -> Result<(), PlatformError> {

@@ -111,6 +111,7 @@ pub(crate) fn machine_spec(state: &ClusterState, ignition: String) -> MachineSpe
         cpus: None,
         extra_disks: state.extra_disks.clone(),
         kernel_args: state.kernel_args.clone(),
+        tpm: state.tpm,
         may_outlive: state.may_outlive,
     }
 }
@@ -188,7 +189,7 @@ pub(crate) async fn boot_machine_with(
     }
     (state.phase)(Phase::WaitingForSsh);
     let m2 = machine.clone();
-    let session = SshSession::wait_ready(
+    let wait = SshSession::wait_ready(
         machine.ssh_addr(),
         &state.user,
         &state.key,
@@ -199,9 +200,20 @@ pub(crate) async fn boot_machine_with(
             let m = m2.clone();
             async move { m.is_running().await }
         },
-    )
-    .await
-    .map_err(|e| anyhow!(HarnessError(format!("machine {} {e}", machine.id()))))?;
+    );
+    let never_ready = |e| anyhow!(HarnessError(format!("machine {} {e}", machine.id())));
+    // The console and the emulator's log are watched beside the SSH wait: a panic, an
+    // emergency shell, an emulator error or a silent console ends it at once.
+    let session = match state.bring_up.boot_watch {
+        Some(limits) => tokio::select! {
+            r = wait => r.map_err(never_ready)?,
+            f = crate::bootwatch::watch(machine.clone(), limits) => {
+                let message = format!("machine {} {}", machine.id(), f.message);
+                return Err(anyhow!(crate::bootwatch::BootFailure { message, ..f }));
+            }
+        },
+        None => wait.await.map_err(never_ready)?,
+    };
     *tm.session.lock().await = Some(Arc::new(session));
     if restored {
         // The guest's clock stands where the template's stood when it was frozen.
@@ -322,6 +334,13 @@ pub fn can_use_template(test: &Test) -> bool {
         && !test.needs_first_boot
         && test.extra_disks.is_empty()
         && !test.flags.no_ssh_key_in_user_data
+        // A template would not carry the TPM's state: machines with one always boot cold.
+        && !needs_tpm(test)
+}
+
+/// Whether the test's machines get a TPM (it requires the `tpm` capability).
+pub fn needs_tpm(test: &Test) -> bool {
+    test.requires.iter().any(|r| r == "tpm")
 }
 
 /// Where the console and journal of a shared machine's current test begin.
@@ -421,7 +440,10 @@ pub async fn run_attempt_with(
         log: Mutex::new(String::new()),
         subtests: Mutex::new(Vec::new()),
         cancel: cancel.clone(),
-        bring_up: ctx.bring_up,
+        bring_up: ctx.bring_up.for_attempt(
+            ctx.platform.as_ref(),
+            test.timeout.unwrap_or(ctx.default_timeout),
+        ),
         env: ctx.env.clone(),
         may_outlive,
         machine_seq: Mutex::new(0),
@@ -429,6 +451,7 @@ pub async fn run_attempt_with(
         default_memory_mb: test.min_memory_mb.or(ctx.memory_mb),
         extra_disks: test.extra_disks.clone(),
         kernel_args: test.kernel_args.clone(),
+        tpm: needs_tpm(test),
         no_ssh_key: test.flags.no_ssh_key_in_user_data,
         extra_keys: ctx.extra_keys.clone(),
     });
@@ -505,11 +528,20 @@ pub async fn run_attempt_with(
         },
         _ = ctx.cancel.cancelled() => Err(anyhow!(HarnessError("interrupted".into()))),
     };
+    let result = match result {
+        // A body that failed because the run was interrupted (its subtests or commands
+        // cancelled) was interrupted, whatever error it returned.
+        Err(_) if ctx.cancel.is_cancelled() => Err(anyhow!(HarnessError("interrupted".into()))),
+        Err(e) if e.downcast_ref::<Skip>().is_none() => Err(name_stopped_machine(&tc, e).await),
+        r => r,
+    };
     if let Err(e) = result {
         if let Some(s) = e.downcast_ref::<Skip>() {
             skipped = Some(s.0.clone());
         } else {
-            let class = if e.downcast_ref::<TimedOut>().is_some() {
+            let class = if let Some(b) = e.downcast_ref::<crate::bootwatch::BootFailure>() {
+                b.class
+            } else if e.downcast_ref::<TimedOut>().is_some() {
                 FailureClass::Timeout
             } else if e.downcast_ref::<HarnessError>().is_some() {
                 FailureClass::Harness
@@ -607,9 +639,9 @@ pub async fn run_attempt_with(
                     f.class = first.class;
                     f.signature = bogie_reports_signature(&first.line);
                 }
-                f.excerpt.push_str(&excerpt);
+                f.push_excerpt(&excerpt);
             }
-            Some(f) => f.excerpt.push_str(&excerpt),
+            Some(f) => f.push_excerpt(&excerpt),
             None => {
                 let msg = format!("found {} on machine {}: {}", first.desc, src, first.line);
                 failure = Some(make_failure(first.class, &msg, &excerpt));
@@ -623,8 +655,7 @@ pub async fn run_attempt_with(
                 if let Ok(c) = m.console().await {
                     let tail: Vec<&str> = c.lines().rev().take(15).collect();
                     if !tail.is_empty() {
-                        f.excerpt
-                            .push_str(&format!("--- console tail of {}:\n", m.id()));
+                        f.push_excerpt(&format!("--- console tail of {}:\n", m.id()));
                         for l in tail.into_iter().rev() {
                             f.excerpt.push_str(&crate::checks::strip_ansi(l));
                             f.excerpt.push('\n');
@@ -715,6 +746,28 @@ pub async fn run_attempt_with(
         kept,
     }
     .with_lease(lease_out)
+}
+
+/// A test whose machine's emulator died under it (killed QEMU, crashed instance) failed
+/// because of that, not because of the SSH error it saw: says so, as a `harness` failure.
+async fn name_stopped_machine(tc: &TestCluster, e: anyhow::Error) -> anyhow::Error {
+    if e.downcast_ref::<crate::bootwatch::BootFailure>().is_some() {
+        return e;
+    }
+    for m in tc.machines() {
+        let pm = m.platform_machine();
+        if pm.is_running().await {
+            continue;
+        }
+        let log = pm.platform_log().await;
+        let last = log.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        let why = last.map(|l| format!(": {l}")).unwrap_or_default();
+        return anyhow!(HarnessError(format!(
+            "machine {} stopped running during the test (its emulator exited{why}); the test saw: {e:#}",
+            m.id()
+        )));
+    }
+    e
 }
 
 impl AttemptOutcome {

@@ -142,6 +142,9 @@ pub fn select(tests: &[Test], f: &Filter) -> Result<Vec<Selected>, SelectError> 
 
 /// Why a test does not run under `f`, or None when it runs.
 pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
+    if let Some(why) = &t.unsupported {
+        return Some(why.clone());
+    }
     if !t.platforms.is_empty() && !t.platforms.iter().any(|p| platform_matches(p, &f.platform)) {
         return Some(format!(
             "platform {} not in the test's platforms ({})",
@@ -222,7 +225,15 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
     if let Some(tag) = f.exclude_tags.iter().find(|x| t.has_tag(x)) {
         return Some(format!("tag {tag} is excluded by --tag '!{tag}'"));
     }
-    if !f.tags.is_empty() && !f.tags.iter().any(|x| t.has_tag(x)) {
+    if let Some(rt) = t.required_tag.as_ref().filter(|rt| !f.tags.contains(rt)) {
+        return Some(format!("requiredTag {rt}: runs only with --tag {rt}"));
+    }
+    if !f.tags.is_empty()
+        && !f
+            .tags
+            .iter()
+            .any(|x| t.has_tag(x) || t.required_tag.as_ref() == Some(x))
+    {
         return Some(format!(
             "none of the tags {} given by --tag",
             f.tags.join(", ")
@@ -386,6 +397,28 @@ mod tests {
         f.run_platform_independent = true;
         let s = names(&select(&tests, &f).unwrap());
         assert_eq!(s[7].1, None);
+    }
+
+    #[test]
+    fn required_tags_and_unsupported_tests() {
+        let mut special = t("special");
+        special.required_tag = Some("slow".into());
+        let mut never = t("never");
+        never.unsupported = Some("kola key additionalNics (2) is not supported".into());
+        let tests = vec![special, never];
+        let s = names(&select(&tests, &filter()).unwrap());
+        assert_eq!(
+            s[0].1.as_deref(),
+            Some("requiredTag slow: runs only with --tag slow")
+        );
+        assert_eq!(
+            s[1].1.as_deref(),
+            Some("kola key additionalNics (2) is not supported")
+        );
+        let mut f = filter();
+        f.tags = vec!["slow".into()];
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(s[0].1, None, "--tag slow runs it");
     }
 
     #[test]

@@ -119,7 +119,13 @@ pub async fn spawn_machines(
         log: Mutex::new(String::new()),
         subtests: Mutex::new(Vec::new()),
         cancel: opts.cancel.clone(),
-        bring_up: opts.bring_up,
+        bring_up: BringUp {
+            boot_watch: opts
+                .bring_up
+                .boot_watch
+                .or_else(|| opts.platform.boot_watch()),
+            ..opts.bring_up
+        },
         env: opts.env.clone(),
         may_outlive: opts.may_outlive,
         machine_seq: Mutex::new(0),
@@ -127,6 +133,7 @@ pub async fn spawn_machines(
         default_memory_mb: opts.memory_mb,
         extra_disks: Vec::new(),
         kernel_args: Vec::new(),
+        tpm: false,
         no_ssh_key: false,
         extra_keys: opts.extra_keys.clone(),
     });

@@ -144,6 +144,11 @@ pub struct Test {
     pub kernel_args: Vec<String>,
     /// The SSH user (kola's `DefaultUser`), `core` when None.
     pub default_user: Option<String>,
+    /// coreos-assembler's `requiredTag`: the test runs only when `--tag` names this tag.
+    pub required_tag: Option<String>,
+    /// Why this bogie cannot run the test at all (an external test's metadata key it
+    /// cannot honour yet): the test is always skipped with this reason.
+    pub unsupported: Option<String>,
 }
 
 impl fmt::Debug for Test {
@@ -192,6 +197,8 @@ impl Test {
             extra_disks: Vec::new(),
             kernel_args: Vec::new(),
             default_user: None,
+            required_tag: None,
+            unsupported: None,
         }
     }
 

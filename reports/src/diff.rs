@@ -53,6 +53,13 @@ pub struct RunDiff {
     pub new_tests: Vec<DiffEntry>,
     /// Only in the old run.
     pub removed_tests: Vec<DiffEntry>,
+    /// Selected by the new run, but without a result there (it did not end, or was
+    /// interrupted): neither fixed nor removed, whatever they were before.
+    #[serde(default)]
+    pub not_run: Vec<DiffEntry>,
+    /// How the new run ended.
+    #[serde(default)]
+    pub new_run_end: RunEnd,
 }
 
 type Key = (String, String, String);
@@ -100,7 +107,8 @@ fn entry(key: &Key, old: Option<&TestResult>, new: Option<&TestResult>) -> DiffE
 
 /// Compares `new` against the baseline `old`. A test fails when its status is `fail`
 /// (warn-only failures do not count); a test failing before that is skipped now is neither
-/// fixed nor still failing.
+/// fixed nor still failing; a test the new run selected but has no result for (`not-run`)
+/// is only in [`RunDiff::not_run`].
 pub fn diff_runs(old: &RunReport, new: &RunReport) -> RunDiff {
     let old_ix = index(old);
     let new_ix = index(new);
@@ -112,10 +120,19 @@ pub fn diff_runs(old: &RunReport, new: &RunReport) -> RunDiff {
         still_failing: Vec::new(),
         new_tests: Vec::new(),
         removed_tests: Vec::new(),
+        not_run: Vec::new(),
+        new_run_end: new.end,
     };
     for (key, n) in &new_ix {
         let o = old_ix.get(key).copied();
-        let e = entry(key, o, Some(n));
+        let mut e = entry(key, o, Some(n));
+        if n.status == Status::NotRun {
+            e.class = None;
+            e.signature = None;
+            e.message = n.skip_reason.clone();
+            d.not_run.push(e);
+            continue;
+        }
         let new_fail = n.status == Status::Fail;
         match o {
             None => {
@@ -129,7 +146,6 @@ pub fn diff_runs(old: &RunReport, new: &RunReport) -> RunDiff {
                 match (old_fail, new_fail) {
                     (false, true) => d.new_failures.push(e),
                     (true, true) => {
-                        let mut e = e;
                         let old_sig = o.last_failure().map(|f| f.signature.clone());
                         if old_sig != e.signature {
                             e.old_signature = old_sig;
@@ -162,11 +178,21 @@ impl RunDiff {
         !self.new_failures.is_empty()
     }
 
+    /// Whether the new run fails the gate against the baseline: new failures, tests without
+    /// a result, or a new run that did not end or was interrupted.
+    pub fn fails_gate(&self) -> bool {
+        self.has_new_failures() || !self.not_run.is_empty() || !self.new_run_end.passes_gate()
+    }
+
     /// A plain-text rendering for the terminal.
     pub fn render_text(&self) -> String {
         let mut out = format!("bogie diff: {} -> {}\n", self.old_run, self.new_run);
-        let sections: [(&str, &Vec<DiffEntry>); 5] = [
+        if let Some(p) = self.new_run_end.problem() {
+            let _ = writeln!(out, "the new run {p}: it cannot pass the gate");
+        }
+        let sections: [(&str, &Vec<DiffEntry>); 6] = [
             ("New failures", &self.new_failures),
+            ("Not run", &self.not_run),
             ("Fixed", &self.fixed),
             ("Still failing", &self.still_failing),
             ("New tests", &self.new_tests),
@@ -186,8 +212,14 @@ impl RunDiff {
                     status_str(e.old),
                     status_str(e.new)
                 );
-                if let (Some(c), Some(m)) = (e.class, &e.message) {
-                    let _ = write!(out, "  {c}: {m}");
+                match (e.class, &e.message) {
+                    (Some(c), Some(m)) => {
+                        let _ = write!(out, "  {c}: {m}");
+                    }
+                    (None, Some(m)) if e.new == Some(Status::NotRun) => {
+                        let _ = write!(out, "  {m}");
+                    }
+                    _ => {}
                 }
                 out.push('\n');
                 if let Some(old) = &e.old_signature {
@@ -197,8 +229,9 @@ impl RunDiff {
         }
         let _ = writeln!(
             out,
-            "\n{} new failure(s), {} fixed, {} still failing, {} new test(s), {} removed",
+            "\n{} new failure(s), {} not run, {} fixed, {} still failing, {} new test(s), {} removed",
             self.new_failures.len(),
+            self.not_run.len(),
             self.fixed.len(),
             self.still_failing.len(),
             self.new_tests.len(),
@@ -296,6 +329,44 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_failing_test_of_a_killed_run_is_not_run_not_removed() {
+        let old = sample_report();
+        // Killed before docker.base (failing in the old run) reported.
+        let mut new = killed_report("docker.base");
+        new.info.id = "run-b".into();
+        let d = diff_runs(&old, &new);
+        assert!(!d.has_new_failures());
+        assert!(d.fails_gate());
+        assert!(d.removed_tests.is_empty() && d.fixed.is_empty());
+        assert_eq!(d.not_run.len(), 1);
+        let e = &d.not_run[0];
+        assert_eq!(e.test, "docker.base");
+        assert_eq!((e.old, e.new), (Some(Status::Fail), Some(Status::NotRun)));
+        assert!(
+            d.still_failing.iter().all(|e| e.test != "docker.base"),
+            "{d:?}"
+        );
+        let text = d.render_text();
+        assert!(
+            text.contains("the new run did not end (killed or crashed, or still running)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Not run (1):\n  amd64/qemu     docker.base  [fail -> not-run]  no result: the run did not end\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("0 new failure(s), 1 not run,"), "{text}");
+
+        // An interrupted run with every result still fails the gate; a completed one not.
+        let mut interrupted = sample_report();
+        interrupted.end = RunEnd::Interrupted;
+        assert!(diff_runs(&old, &interrupted).fails_gate());
+        assert!(!diff_runs(&old, &sample_report()).fails_gate());
+    }
+
+    #[test]
     fn identical_runs_differ_in_nothing() {
         let r = sample_report();
         let d = diff_runs(&r, &r);
@@ -317,8 +388,9 @@ mod tests {
             text.contains("Removed tests (1):\n  amd64/qemu     cl.filesystem  [pass -> -]"),
             "{text}"
         );
-        assert!(text
-            .ends_with("2 new failure(s), 1 fixed, 1 still failing, 3 new test(s), 1 removed\n"));
+        assert!(text.ends_with(
+            "2 new failure(s), 0 not run, 1 fixed, 1 still failing, 3 new test(s), 1 removed\n"
+        ));
         let back: RunDiff = serde_json::from_str(&d.to_json().unwrap()).unwrap();
         assert_eq!(back, d);
         let v: serde_json::Value = serde_json::from_str(&d.to_json().unwrap()).unwrap();

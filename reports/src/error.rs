@@ -36,9 +36,6 @@ pub enum ReportError {
         /// What is wrong with it.
         message: String,
     },
-    /// JUnit XML could not be written.
-    #[error("cannot write JUnit XML: {0}")]
-    JunitWrite(#[from] quick_junit::SerializeError),
     /// JUnit XML could not be read.
     #[error("{}: invalid JUnit XML: {source}", path.display())]
     JunitRead {

@@ -1,20 +1,32 @@
 //! `reports/results.jsonl`: one JSON object per line, appended as each test finishes, so a run
 //! that is killed still leaves valid results for every test that finished.
 //!
-//! The first line is the run, `{"run": {...RunInfo}}`; every further line is one test,
-//! `{"test": {...TestResult}}`.
+//! ```text
+//! {"run": {...RunInfo}}                        the run's facts
+//! {"selected": {"tests": ["cl.basic", ...]}}   every test the run selected (run or skipped)
+//! {"test": {...TestResult}}                    one line per test, as it finishes
+//! {"end": {"status": "completed"}}             the run ended ("completed" or "interrupted")
+//! ```
+//!
+//! A file with the selection but no end record is a run that did not end (bogie was killed
+//! or crashed): the selected tests without a line are read back as [`Status::NotRun`](crate::model::Status::NotRun), and
+//! the report says [`RunEnd::NotEnded`], so such a run cannot pass the gate. A file without
+//! the selection line (an older bogie's) is still read, with a warning, as
+//! [`RunEnd::Unknown`]. A shard selects only its own tests, so merged shards stay exact.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ReportError, Result};
-use crate::model::{RunInfo, RunReport, TestResult};
+use crate::model::{RunEnd, RunInfo, RunReport, TestResult};
 
 /// The file name under `<out>/reports/`.
 pub const RESULTS_JSONL: &str = "results.jsonl";
@@ -24,8 +36,46 @@ pub const RESULTS_JSONL: &str = "results.jsonl";
 enum Line {
     #[serde(rename = "run")]
     Run(Box<RunInfo>),
+    #[serde(rename = "selected")]
+    Selected(Selection),
     #[serde(rename = "test")]
     Test(Box<TestResult>),
+    #[serde(rename = "end")]
+    End(EndRecord),
+}
+
+/// The header after the run line: the names of every selected test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Selection {
+    tests: Vec<String>,
+}
+
+/// How the run ended; only `completed` and `interrupted` are ever written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EndStatus {
+    Completed,
+    Interrupted,
+}
+
+/// The last line of a run that ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EndRecord {
+    status: EndStatus,
+    /// When the run ended (absent in files rewritten by a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<DateTime<Utc>>,
+}
+
+impl EndRecord {
+    fn new(interrupted: bool, at: Option<DateTime<Utc>>) -> Self {
+        let status = if interrupted {
+            EndStatus::Interrupted
+        } else {
+            EndStatus::Completed
+        };
+        EndRecord { status, at }
+    }
 }
 
 fn encode(line: &Line) -> Result<String> {
@@ -50,14 +100,19 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 impl ResultsSink {
     /// Starts `<out_dir>/reports/results.jsonl` afresh (an old file is truncated) with the run
-    /// line.
-    pub fn create(out_dir: impl AsRef<Path>, info: &RunInfo) -> Result<Self> {
+    /// line and the names of the `selected` tests (run or skipped: every test the run will
+    /// report). Call [`ResultsSink::finish`] when the run ends.
+    pub fn create(out_dir: impl AsRef<Path>, info: &RunInfo, selected: &[String]) -> Result<Self> {
         let path = out_dir.as_ref().join("reports").join(RESULTS_JSONL);
-        Self::create_at(path, info)
+        Self::create_at(path, info, selected)
     }
 
     /// Like [`ResultsSink::create`], at an explicit file path.
-    pub fn create_at(path: impl Into<PathBuf>, info: &RunInfo) -> Result<Self> {
+    pub fn create_at(
+        path: impl Into<PathBuf>,
+        info: &RunInfo,
+        selected: &[String],
+    ) -> Result<Self> {
         let path = path.into();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| ReportError::io(dir, e))?;
@@ -78,6 +133,10 @@ impl ResultsSink {
             file: Mutex::new((file, None)),
         };
         sink.write_line(&Line::Run(Box::new(info.clone())))?;
+        sink.write_line(&Line::Selected(Selection {
+            tests: selected.to_vec(),
+        }))?;
+        sink.sync()?;
         Ok(sink)
     }
 
@@ -117,6 +176,13 @@ impl ResultsSink {
         self.write_line(&Line::Test(Box::new(result.clone())))
     }
 
+    /// Records that the run ended, `interrupted` (Ctrl-C, SIGTERM) or not, and fsyncs. A
+    /// file without this line is read as a run that did not end.
+    pub fn finish(&self, interrupted: bool) -> Result<()> {
+        self.write_line(&Line::End(EndRecord::new(interrupted, Some(Utc::now()))))?;
+        self.sync()
+    }
+
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
@@ -154,11 +220,30 @@ impl Drop for ResultsSink {
     }
 }
 
-/// Renders a whole report as JSON lines (run line first, then the tests in order).
+/// Renders a whole report as JSON lines: the run line, the selection (every test of the
+/// report), the tests in order, and the end record when the report's run ended. A report
+/// of [`RunEnd::Unknown`] is written as an older bogie wrote it (no selection, no end), and
+/// one of [`RunEnd::NotEnded`] without an end, so reading the text back gives the same
+/// report.
 pub fn to_jsonl(report: &RunReport) -> Result<String> {
     let mut out = encode(&Line::Run(Box::new(report.info.clone())))?;
+    if report.end != RunEnd::Unknown {
+        let mut seen = HashSet::new();
+        let names: Vec<String> = report
+            .tests
+            .iter()
+            .filter(|t| seen.insert(t.name.as_str()))
+            .map(|t| t.name.clone())
+            .collect();
+        out.push_str(&encode(&Line::Selected(Selection { tests: names }))?);
+    }
     for t in &report.tests {
         out.push_str(&encode(&Line::Test(Box::new(t.clone())))?);
+    }
+    match report.end {
+        RunEnd::Completed => out.push_str(&encode(&Line::End(EndRecord::new(false, None)))?),
+        RunEnd::Interrupted => out.push_str(&encode(&Line::End(EndRecord::new(true, None)))?),
+        RunEnd::NotEnded | RunEnd::Unknown => {}
     }
     Ok(out)
 }
@@ -170,7 +255,9 @@ pub fn write_results_jsonl(report: &RunReport, path: impl AsRef<Path>) -> Result
 
 /// Reads `results.jsonl`. A truncated or garbled *last* line (a killed writer) is ignored with
 /// a warning; a bad line elsewhere is an error. When a test appears twice for the same
-/// platform and arch, the later line wins (it keeps the first one's position).
+/// platform and arch, the later line wins (it keeps the first one's position). Selected
+/// tests without a line come back as [`Status::NotRun`](crate::model::Status::NotRun) (after the others, in selection
+/// order), and [`RunReport::end`] says how the run ended (see the module's docs).
 pub fn read_results_jsonl(path: impl AsRef<Path>) -> Result<RunReport> {
     let path = path.as_ref();
     let text = fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
@@ -186,6 +273,8 @@ pub fn parse_results_jsonl(text: &str, path: &Path) -> Result<RunReport> {
         .filter(|(_, l)| !l.is_empty())
         .collect();
     let mut info: Option<RunInfo> = None;
+    let mut selected: Option<Vec<String>> = None;
+    let mut ended: Option<EndStatus> = None;
     let mut tests: Vec<TestResult> = Vec::new();
     for (idx, &(lineno, line)) in lines.iter().enumerate() {
         let parsed: Line = match serde_json::from_str(line) {
@@ -209,6 +298,8 @@ pub fn parse_results_jsonl(text: &str, path: &Path) -> Result<RunReport> {
                     info = Some(*r);
                 }
             }
+            Line::Selected(s) => selected.get_or_insert_with(Vec::new).extend(s.tests),
+            Line::End(e) => ended = Some(e.status),
             Line::Test(t) => {
                 let t = *t;
                 if let Some(prev) = tests
@@ -223,7 +314,36 @@ pub fn parse_results_jsonl(text: &str, path: &Path) -> Result<RunReport> {
         }
     }
     let info = info.ok_or_else(|| ReportError::format(path, "no {\"run\": ...} line"))?;
-    Ok(RunReport { info, tests })
+    let end = match (ended, &selected) {
+        (Some(EndStatus::Completed), _) => RunEnd::Completed,
+        (Some(EndStatus::Interrupted), _) => RunEnd::Interrupted,
+        (None, Some(_)) => RunEnd::NotEnded,
+        (None, None) => {
+            tracing::warn!(path = %path.display(),
+                "results file of an older bogie: it does not say which tests were selected \
+                 or whether the run ended; a killed run's missing tests cannot be told");
+            RunEnd::Unknown
+        }
+    };
+    let reason = match end {
+        RunEnd::Interrupted => "no result: the run was interrupted before this test reported",
+        RunEnd::NotEnded => {
+            "no result: the run did not end (bogie was killed or crashed) before this test reported"
+        }
+        RunEnd::Completed | RunEnd::Unknown => "no result: the run ended without reporting it",
+    };
+    let mut reported: HashSet<String> = tests.iter().map(|t| t.name.clone()).collect();
+    for name in selected.unwrap_or_default() {
+        if reported.insert(name.clone()) {
+            tests.push(TestResult::not_run(
+                &name,
+                &info.platform,
+                &info.arch,
+                reason,
+            ));
+        }
+    }
+    Ok(RunReport { info, tests, end })
 }
 
 #[cfg(test)]
@@ -233,32 +353,164 @@ mod tests {
     use crate::testutil::*;
     use std::sync::Arc;
 
+    fn names(r: &RunReport) -> Vec<String> {
+        r.tests.iter().map(|t| t.name.clone()).collect()
+    }
+
     #[test]
     fn lines_are_appended_as_tests_finish() {
         let dir = tempfile::tempdir().unwrap();
         let report = sample_report();
-        let sink = ResultsSink::create(dir.path(), &report.info).unwrap();
+        let sink = ResultsSink::create(dir.path(), &report.info, &names(&report)).unwrap();
         assert_eq!(sink.path(), dir.path().join("reports/results.jsonl"));
         let text = fs::read_to_string(sink.path()).unwrap();
-        assert_eq!(text.lines().count(), 1);
-        assert!(text.starts_with("{\"run\":{\"id\":\"run-a\""), "{text}");
-        for t in &report.tests {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("{\"run\":{\"id\":\"run-a\""), "{text}");
+        assert_eq!(
+            lines[1],
+            "{\"selected\":{\"tests\":[\"cl.basic\",\"cl.etcd-member.discovery\",\
+             \"coreos.ignition.once\",\"cl.filesystem\",\"cl.cloudinit.basic\",\
+             \"coreos.selinux.enforce\",\"docker.base\"]}}"
+        );
+        for (i, t) in report.tests.iter().enumerate() {
             sink.record(t).unwrap();
-            // Every prefix of the run is a readable file.
+            // Every prefix of the run is a readable file: what finished, then the rest as
+            // not run, in a run that has not ended.
             let partial = read_results_jsonl(sink.path()).unwrap();
-            assert_eq!(partial.tests.last(), Some(t));
+            assert_eq!(partial.end, RunEnd::NotEnded);
+            assert_eq!(partial.tests[..=i], report.tests[..=i]);
+            assert_eq!(partial.tests.len(), report.tests.len());
+            for (got, want) in partial.tests[i + 1..].iter().zip(&report.tests[i + 1..]) {
+                assert_eq!(
+                    (got.name.as_str(), got.status),
+                    (want.name.as_str(), Status::NotRun)
+                );
+            }
         }
+        sink.finish(false).unwrap();
         let text = fs::read_to_string(sink.path()).unwrap();
-        assert_eq!(text.lines().count(), 1 + report.tests.len());
-        assert!(text.lines().skip(1).all(|l| l.starts_with("{\"test\":{")));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3 + report.tests.len());
+        assert!(lines[2..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("{\"test\":{")));
+        let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+        assert_eq!(last["end"]["status"], "completed", "{text}");
+        assert!(last["end"]["at"].is_string(), "{text}");
         assert_eq!(read_results_jsonl(sink.path()).unwrap(), report);
+    }
+
+    /// A sink for a run of cl.basic and docker.base in `dir`, cl.basic recorded.
+    fn one_of_two_recorded(dir: &Path) -> (ResultsSink, RunReport) {
+        let report = sample_report();
+        let selected = vec!["cl.basic".to_string(), "docker.base".to_string()];
+        let sink = ResultsSink::create(dir, &report.info, &selected).unwrap();
+        sink.record(&report.tests[0]).unwrap();
+        (sink, report)
+    }
+
+    #[test]
+    fn a_killed_run_reads_as_not_ended_with_its_missing_tests_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, report) = one_of_two_recorded(dir.path());
+        drop(sink);
+        // The writer was killed in the middle of the second test's line.
+        let mut text = fs::read_to_string(dir.path().join("reports/results.jsonl")).unwrap();
+        text.push_str("{\"test\":{\"name\":\"docker.base\",\"sta");
+        let back = parse_results_jsonl(&text, Path::new("results.jsonl")).unwrap();
+        assert_eq!(back.end, RunEnd::NotEnded);
+        assert_eq!(back.tests.len(), 2);
+        assert_eq!(back.tests[0], report.tests[0]);
+        let lost = &back.tests[1];
+        assert_eq!(
+            (lost.name.as_str(), lost.status),
+            ("docker.base", Status::NotRun)
+        );
+        assert_eq!(
+            (lost.platform.as_str(), lost.arch.as_str()),
+            ("qemu", "amd64")
+        );
+        assert!(
+            lost.skip_reason.as_deref().unwrap().contains("did not end"),
+            "{lost:?}"
+        );
+        assert_eq!(back.summary().not_run, 1);
+        assert_eq!(
+            back.incomplete().as_deref(),
+            Some(
+                "the run did not end (killed or crashed, or still running); \
+                 1 test(s) not run: docker.base"
+            )
+        );
+        assert_eq!(back.overall(), Status::Fail);
+    }
+
+    #[test]
+    fn an_interrupted_run_ends_as_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, _) = one_of_two_recorded(dir.path());
+        sink.finish(true).unwrap();
+        let back = read_results_jsonl(sink.path()).unwrap();
+        assert_eq!(back.end, RunEnd::Interrupted);
+        assert_eq!(back.tests[1].status, Status::NotRun);
+        assert!(back.tests[1]
+            .skip_reason
+            .as_deref()
+            .unwrap()
+            .contains("interrupted"));
+        assert!(back
+            .incomplete()
+            .unwrap()
+            .starts_with("the run was interrupted;"));
+    }
+
+    #[test]
+    fn an_older_file_without_the_selection_is_read_as_unknown() {
+        let report = sample_report();
+        let mut text = encode(&Line::Run(Box::new(report.info.clone()))).unwrap();
+        for t in &report.tests[..3] {
+            text.push_str(&encode(&Line::Test(Box::new(t.clone()))).unwrap());
+        }
+        let back = parse_results_jsonl(&text, Path::new("old.jsonl")).unwrap();
+        assert_eq!(back.end, RunEnd::Unknown);
+        assert_eq!(back.tests, report.tests[..3]);
+        assert_eq!(
+            back.incomplete(),
+            None,
+            "an unknown ending passes, with a warning"
+        );
+    }
+
+    #[test]
+    fn whole_reports_round_trip_with_every_ending() {
+        for end in [
+            RunEnd::Completed,
+            RunEnd::Interrupted,
+            RunEnd::NotEnded,
+            RunEnd::Unknown,
+        ] {
+            let mut report = sample_report();
+            report.end = end;
+            if end != RunEnd::Unknown {
+                report.tests.push(not_run("cl.never"));
+            }
+            let text = to_jsonl(&report).unwrap();
+            assert_eq!(
+                text.lines().nth(1).unwrap().starts_with("{\"selected\":"),
+                end != RunEnd::Unknown,
+                "{end:?}"
+            );
+            let back = parse_results_jsonl(&text, Path::new("x")).unwrap();
+            assert_eq!(back, report, "{end:?}");
+        }
     }
 
     #[test]
     fn concurrent_writers_never_interleave() {
         let dir = tempfile::tempdir().unwrap();
         let report = sample_report();
-        let sink = Arc::new(ResultsSink::create(dir.path(), &report.info).unwrap());
+        let sink = Arc::new(ResultsSink::create(dir.path(), &report.info, &[]).unwrap());
         let handles: Vec<_> = (0..8)
             .map(|i| {
                 let sink = sink.clone();

@@ -9,7 +9,8 @@
 //! As kola does, every subtest also gets its own entry (`parent/sub`) just before its parent;
 //! `subtests` lists their names (coreos-assembler's field). `duration` is nanoseconds.
 //! Flaky counts as `PASS` and warn as `FAIL` in `result`, as [`Status::kola`] says; the
-//! top-level `result` is `FAIL` only when a test failed for real.
+//! top-level `result` is `FAIL` only when a test failed for real (or never reported: `not-run`
+//! is a `FAIL` too). `bogie_end` says how the run ended.
 
 use std::collections::HashSet;
 use std::fs;
@@ -39,6 +40,8 @@ struct KolaReport {
     version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bogie_run: Option<RunInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bogie_end: Option<RunEnd>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,7 +78,7 @@ fn nanos(d: Duration) -> i64 {
 }
 
 fn kola_output(t: &TestResult) -> String {
-    if t.status == Status::Skip {
+    if matches!(t.status, Status::Skip | Status::NotRun) {
         return t.skip_reason.clone().unwrap_or_default();
     }
     let Some(last) = t.attempts.last() else {
@@ -143,6 +146,7 @@ pub fn to_report_json(report: &RunReport) -> Result<String> {
         platform: report.info.platform.clone(),
         version: report.info.version.clone(),
         bogie_run: Some(report.info.clone()),
+        bogie_end: Some(report.end),
     };
     let mut s = serde_json::to_string(&doc).map_err(ReportError::JsonSerialize)?;
     s.push('\n');
@@ -190,6 +194,7 @@ pub fn read_report_json(path: impl AsRef<Path>) -> Result<RunReport> {
     Ok(RunReport {
         tests: convert(doc.tests, &info),
         info,
+        end: doc.bogie_end.unwrap_or_default(),
     })
 }
 

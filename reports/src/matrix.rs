@@ -112,6 +112,7 @@ impl From<Status> for CellStatus {
             Status::Flaky => CellStatus::Flaky,
             Status::Skip => CellStatus::Skip,
             Status::Warn => CellStatus::Warn,
+            Status::NotRun => CellStatus::NotRun,
         }
     }
 }
@@ -221,6 +222,10 @@ pub struct FailureGroup {
 pub struct Matrix {
     /// The runs it was built from, oldest first.
     pub runs: Vec<RunInfo>,
+    /// One line per run that cannot pass the gate: it did not end, was interrupted, or has
+    /// tests without a result (their cells say `not-run`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incomplete: Vec<String>,
     /// The columns, sorted by arch then platform.
     pub columns: Vec<Column>,
     /// One row per test, sorted by name.
@@ -256,7 +261,7 @@ fn cell_of(t: &TestResult, run_id: &str) -> Cell {
         _ => None,
     };
     let reason = match t.status {
-        Status::Skip => t.skip_reason.clone(),
+        Status::Skip | Status::NotRun => t.skip_reason.clone(),
         _ => failure.map(one_line),
     };
     Cell {
@@ -411,8 +416,24 @@ pub fn build_matrix(reports: &[RunReport]) -> Matrix {
             .then(a.signature.cmp(&b.signature))
     });
 
+    let incomplete = order
+        .iter()
+        .filter_map(|r| {
+            let why = r.incomplete()?;
+            let mut label = if r.info.id.is_empty() {
+                "?".to_string()
+            } else {
+                r.info.id.clone()
+            };
+            if let Some(sh) = &r.info.shard {
+                label.push_str(&format!(" (shard {sh})"));
+            }
+            Some(format!("run {label}: {why}"))
+        })
+        .collect();
     Matrix {
         runs: order.iter().map(|r| r.info.clone()).collect(),
+        incomplete,
         columns,
         rows,
         counts,
@@ -500,6 +521,9 @@ fn runs_line(m: &Matrix) -> String {
 pub fn to_markdown(m: &Matrix) -> String {
     let mut out = String::from("# bogie test matrix\n\n");
     let _ = writeln!(out, "Runs: {}\n", md_cell(&runs_line(m)));
+    for line in &m.incomplete {
+        let _ = writeln!(out, "**Incomplete:** {}\n", md_cell(line));
+    }
 
     out.push_str("## arm64-only failures\n\n");
     if m.arm64_only.is_empty() {
@@ -588,6 +612,7 @@ th{background:#f0f0f0;position:sticky;top:0}
 td.test{font-family:ui-monospace,monospace;white-space:nowrap}
 .pass{background:#c8f0c8}.fail{background:#f4a6a6;font-weight:bold}.flaky{background:#ffd59a}
 .warn{background:#fff3a0}.skip{background:#e4e4e4;color:#555}.not-run{background:#fff;color:#aaa}
+.incomplete{color:#b00020;font-weight:bold}
 .legend span{display:inline-block;padding:.15em .6em;margin-right:.4em;border:1px solid #ccc}
 tfoot td{background:#f7f7f7;font-size:.85em}
 details{margin:.5em 0;border:1px solid #ddd;padding:.4em .6em}
@@ -645,6 +670,9 @@ pub fn to_html(m: &Matrix) -> String {
     out.push_str(CSS);
     out.push_str("</style>\n</head>\n<body>\n<h1>bogie test matrix</h1>\n");
     let _ = writeln!(out, "<p>Runs: {}</p>", e(&runs_line(m)));
+    for line in &m.incomplete {
+        let _ = writeln!(out, "<p class=\"incomplete\">Incomplete: {}</p>", e(line));
+    }
     out.push_str("<p class=\"legend\">");
     for s in CellStatus::ALL {
         let _ = write!(out, "<span class=\"{0}\">{0}</span>", s.as_str());
@@ -855,6 +883,7 @@ mod tests {
         arm.tests[6] = test("docker.base", Status::Pass, vec![passed(1, 9.0)]);
         arm.tests[6].arch = "arm64".into();
         let mut aws = RunReport {
+            end: RunEnd::Completed,
             info: info("run-aws", "aws", "amd64"),
             tests: vec![test("cl.basic", Status::Pass, vec![passed(1, 50.0)])],
         };
@@ -951,6 +980,7 @@ mod tests {
     fn group_example_is_capped() {
         let long: String = (0..40).map(|i| format!("line {i}\n")).collect();
         let r = RunReport {
+            end: RunEnd::Completed,
             info: info("r", "qemu", "amd64"),
             tests: vec![test(
                 "cl.x",
@@ -966,6 +996,7 @@ mod tests {
     #[test]
     fn merging_runs_of_one_column() {
         let mut first = RunReport {
+            end: RunEnd::Completed,
             info: info("shard-1", "qemu", "amd64"),
             tests: vec![
                 test("cl.a", Status::Fail, vec![failed(1, 1.0, "boom", "")]),
@@ -973,6 +1004,7 @@ mod tests {
             ],
         };
         let mut rerun = RunReport {
+            end: RunEnd::Completed,
             info: info("rerun", "qemu", "amd64"),
             tests: vec![
                 test("cl.a", Status::Pass, vec![passed(1, 1.0)]),
@@ -1043,6 +1075,42 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_run_is_named_and_its_missing_tests_are_not_run() {
+        let killed = killed_report("docker.base");
+        let m = build_matrix(std::slice::from_ref(&killed));
+        let row = m.rows.iter().find(|r| r.test == "docker.base").unwrap();
+        assert_eq!(row.cells[0].status, CellStatus::NotRun);
+        assert_eq!(
+            row.cells[0].reason.as_deref(),
+            Some("no result: the run did not end")
+        );
+        assert_eq!(m.counts[0].not_run, 1);
+        assert_eq!(
+            m.incomplete,
+            [
+                "run run-a: the run did not end (killed or crashed, or still running); \
+              1 test(s) not run: docker.base"
+            ]
+        );
+        let md = to_markdown(&m);
+        assert!(
+            md.contains("**Incomplete:** run run-a: the run did not end"),
+            "{md}"
+        );
+        assert!(to_html(&m).contains("<p class=\"incomplete\">Incomplete: run run-a:"));
+
+        // A later run with the result fills the cell; the killed run is still named.
+        let mut rerun = sample_report();
+        rerun.info.id = "rerun".into();
+        rerun.info.started = killed.info.started + ChronoDuration::hours(1);
+        let m = build_matrix(&[killed, rerun]);
+        let row = m.rows.iter().find(|r| r.test == "docker.base").unwrap();
+        assert_eq!(row.cells[0].status, CellStatus::Fail);
+        assert_eq!(m.incomplete.len(), 1);
+        assert!(build_matrix(&[sample_report()]).incomplete.is_empty());
+    }
+
+    #[test]
     fn html_escape_escapes() {
         assert_eq!(html_escape("a<b>&\"c'"), "a&lt;b&gt;&amp;&quot;c&#39;");
     }
@@ -1055,7 +1123,7 @@ mod tests {
         assert!(matches!(load_run(run), Err(ReportError::NoResults(_))));
 
         // TAP only (kola's test.tap), with kola's properties.json for the arch.
-        write_tap(&report, run.join("test.tap")).unwrap();
+        write_tap(&report, run.join("test.tap"), crate::tap::TapFormat::V13).unwrap();
         fs::write(
             run.join("properties.json"),
             r#"{"platform":"qemu","board":"arm64-usr"}"#,

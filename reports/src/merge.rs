@@ -8,7 +8,7 @@ use crate::jsonl::{write_results_jsonl, RESULTS_JSONL};
 use crate::junit::{write_junit, JUNIT_XML};
 use crate::kola_json::{write_report_json, REPORT_JSON};
 use crate::model::*;
-use crate::tap::{write_tap, TEST_TAP};
+use crate::tap::{write_tap, TapFormat, TEST_TAP};
 
 fn run_label(info: &RunInfo) -> String {
     match &info.shard {
@@ -19,7 +19,10 @@ fn run_label(info: &RunInfo) -> String {
 
 /// Merges the shards of one run into one report: the union of their tests, in shard order.
 /// A test (same name, platform and arch) in two shards is an error unless both results are
-/// identical. The run facts are the first shard's, with no shard and the earliest start.
+/// identical, or one of them is [`Status::NotRun`] (the other one, a result, wins). The run
+/// facts are the first shard's, with no shard and the earliest start; the merged run ended
+/// as the worst of the shards did ([`RunEnd::worst`]), so one killed shard keeps the merge
+/// from passing the gate.
 pub fn merge_runs(runs: Vec<RunReport>) -> Result<RunReport> {
     let mut runs = runs.into_iter();
     let first = runs
@@ -27,16 +30,25 @@ pub fn merge_runs(runs: Vec<RunReport>) -> Result<RunReport> {
         .ok_or_else(|| ReportError::NoResults("no runs to merge".to_string()))?;
     let mut info = first.info.clone();
     info.shard = None;
+    let mut end = first.end;
     let mut tests: Vec<TestResult> = Vec::new();
     let mut seen: HashMap<(String, String, String), (usize, String)> = HashMap::new();
     for run in std::iter::once(first).chain(runs) {
         if run.info.started < info.started {
             info.started = run.info.started;
         }
+        end = end.worst(run.end);
         let label = run_label(&run.info);
         for t in run.tests {
             let key = (t.name.clone(), t.platform.clone(), t.arch.clone());
             if let Some((i, other)) = seen.get(&key) {
+                if t.status == Status::NotRun {
+                    continue;
+                }
+                if tests[*i].status == Status::NotRun {
+                    tests[*i] = t;
+                    continue;
+                }
                 if tests[*i] != t {
                     return Err(ReportError::MergeConflict(Box::new(MergeConflict {
                         test: t.name,
@@ -54,7 +66,7 @@ pub fn merge_runs(runs: Vec<RunReport>) -> Result<RunReport> {
             tests.push(t);
         }
     }
-    Ok(RunReport { info, tests })
+    Ok(RunReport { info, tests, end })
 }
 
 /// Writes every report of a run: `<out>/reports/junit.xml`, `<out>/reports/report.json`,
@@ -65,6 +77,7 @@ pub fn write_all(
     report: &RunReport,
     out_dir: impl AsRef<Path>,
     tapfile: Option<&Path>,
+    tap_format: TapFormat,
 ) -> Result<Vec<PathBuf>> {
     let out = out_dir.as_ref();
     let reports = out.join("reports");
@@ -79,10 +92,10 @@ pub fn write_all(
     write_results_jsonl(report, &jsonl)?;
     written.push(jsonl);
     let tap = out.join(TEST_TAP);
-    write_tap(report, &tap)?;
+    write_tap(report, &tap, tap_format)?;
     written.push(tap);
     if let Some(t) = tapfile {
-        write_tap(report, t)?;
+        write_tap(report, t, tap_format)?;
         written.push(t.to_path_buf());
     }
     Ok(written)
@@ -140,6 +153,44 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_shard_keeps_its_missing_tests_not_run_and_the_merge_not_ended() {
+        let (a, mut b) = shards();
+        let lost = b.tests.pop().unwrap();
+        b.tests.push(not_run(&lost.name));
+        b.end = RunEnd::NotEnded;
+        let merged = merge_runs(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(merged.end, RunEnd::NotEnded);
+        assert_eq!(merged.summary().not_run, 1);
+        assert_eq!(merged.not_run()[0].name, "docker.base");
+        assert!(merged
+            .incomplete()
+            .unwrap()
+            .ends_with("not run: docker.base"));
+
+        // A result from another run fills in a test that was not run, whatever the order.
+        let mut rerun = b.clone();
+        rerun.tests = vec![lost.clone()];
+        rerun.end = RunEnd::Completed;
+        for runs in [vec![b.clone(), rerun.clone()], vec![rerun, b]] {
+            let m = merge_runs(runs).unwrap();
+            let t = m.tests.iter().find(|t| t.name == "docker.base").unwrap();
+            assert_eq!(t, &lost);
+            assert_eq!(
+                m.end,
+                RunEnd::NotEnded,
+                "the killed shard still did not end"
+            );
+        }
+
+        let mut interrupted = a;
+        interrupted.end = RunEnd::Interrupted;
+        let mut done = sample_report();
+        done.tests.clear();
+        let m = merge_runs(vec![done, interrupted]).unwrap();
+        assert_eq!(m.end, RunEnd::Interrupted);
+    }
+
+    #[test]
     fn nothing_to_merge() {
         assert!(matches!(merge_runs(vec![]), Err(ReportError::NoResults(_))));
     }
@@ -149,7 +200,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tapfile = dir.path().join("elsewhere/results-run-1.tap");
         let report = sample_report();
-        let written = write_all(&report, dir.path(), Some(&tapfile)).unwrap();
+        let written = write_all(&report, dir.path(), Some(&tapfile), TapFormat::Kola).unwrap();
         assert_eq!(written.len(), 5);
         for p in &written {
             assert!(p.is_file(), "{}", p.display());
@@ -161,7 +212,7 @@ mod tests {
         );
         assert_eq!(load_run(dir.path()).unwrap(), report);
         // Rewriting replaces, never appends.
-        write_all(&report, dir.path(), None).unwrap();
+        write_all(&report, dir.path(), None, TapFormat::V13).unwrap();
         assert_eq!(load_run(dir.path()).unwrap(), report);
     }
 }

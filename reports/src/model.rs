@@ -49,15 +49,20 @@ pub enum Status {
     Skip,
     /// Failed, but the test is denylisted with `warn`: reported, does not fail the gate.
     Warn,
+    /// Selected, but the run ended (or was killed) before the test reported a result;
+    /// `TestResult::skip_reason` says why. Fails the gate: nothing says the test passes.
+    #[serde(rename = "not-run")]
+    NotRun,
 }
 
 impl Status {
     /// kola's spelling in `report.json`: `PASS`, `FAIL`, `SKIP` (flaky counts as PASS,
-    /// warn as FAIL, as kola reports them).
+    /// warn as FAIL, as kola reports them; a test that never reported is a FAIL, so no kola
+    /// reader takes it for a pass).
     pub fn kola(self) -> &'static str {
         match self {
             Status::Pass | Status::Flaky => "PASS",
-            Status::Fail | Status::Warn => "FAIL",
+            Status::Fail | Status::Warn | Status::NotRun => "FAIL",
             Status::Skip => "SKIP",
         }
     }
@@ -70,16 +75,18 @@ impl Status {
             Status::Flaky => "flaky",
             Status::Skip => "skip",
             Status::Warn => "warn",
+            Status::NotRun => "not-run",
         }
     }
 
     /// Every status, in display order.
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Pass,
         Status::Fail,
         Status::Flaky,
         Status::Skip,
         Status::Warn,
+        Status::NotRun,
     ];
 
     /// The status named `s` (as [`Status::as_str`] spells it, any case), if any.
@@ -177,6 +184,18 @@ pub struct Failure {
     pub excerpt: String,
 }
 
+impl Failure {
+    /// Appends `text` (more quoted lines) to the excerpt on lines of their own: a newline
+    /// goes first when the excerpt does not end with one, so the message and the first
+    /// quoted line never run together.
+    pub fn push_excerpt(&mut self, text: &str) {
+        if !self.excerpt.is_empty() && !self.excerpt.ends_with('\n') {
+            self.excerpt.push('\n');
+        }
+        self.excerpt.push_str(text);
+    }
+}
+
 /// One attempt of a test: the first run or a rerun.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
@@ -244,7 +263,8 @@ pub struct TestResult {
     pub name: String,
     /// Final status.
     pub status: Status,
-    /// Why it was skipped (denylist tracker, missing requirement, arch, ...).
+    /// Why it was skipped (denylist tracker, missing requirement, arch, ...), or, for a test
+    /// not run, why it has no result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
     /// Platform it ran on (copied from the run so a merged report keeps it).
@@ -260,6 +280,14 @@ pub struct TestResult {
 }
 
 impl TestResult {
+    /// A selected test that has no result (the run did not get to report it), with why.
+    pub fn not_run(name: &str, platform: &str, arch: &str, reason: impl Into<String>) -> Self {
+        TestResult {
+            status: Status::NotRun,
+            ..TestResult::skipped(name, platform, arch, reason)
+        }
+    }
+
     /// A skipped test with its reason.
     pub fn skipped(name: &str, platform: &str, arch: &str, reason: impl Into<String>) -> Self {
         TestResult {
@@ -284,6 +312,78 @@ impl TestResult {
     }
 }
 
+/// How a run ended, as far as its result files tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunEnd {
+    /// It ran to its end. Report files written only at the end of a run (JUnit, TAP,
+    /// `report.json`) say no more than this.
+    #[default]
+    Completed,
+    /// It was interrupted (Ctrl-C, SIGTERM) and ended early, reporting what it had.
+    Interrupted,
+    /// It never ended: `results.jsonl` names the selected tests but has no end record
+    /// (bogie was killed or crashed, or is still running).
+    NotEnded,
+    /// Unknown: a `results.jsonl` of an older bogie, without the selection header and the
+    /// end record. Taken as completed, with a warning.
+    Unknown,
+}
+
+impl RunEnd {
+    /// Whether a run that ended this way can pass the gate (if its tests did).
+    pub fn passes_gate(self) -> bool {
+        matches!(self, RunEnd::Completed | RunEnd::Unknown)
+    }
+
+    /// Lower-case name: `completed`, `interrupted`, `not-ended`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Completed => "completed",
+            RunEnd::Interrupted => "interrupted",
+            RunEnd::NotEnded => "not-ended",
+            RunEnd::Unknown => "unknown",
+        }
+    }
+
+    /// The ending named `s` (as [`RunEnd::as_str`] spells it), if any.
+    pub fn parse(s: &str) -> Option<RunEnd> {
+        [
+            RunEnd::Completed,
+            RunEnd::Interrupted,
+            RunEnd::NotEnded,
+            RunEnd::Unknown,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s.trim())
+    }
+
+    /// Why a run that ended this way fails the gate, for messages; None when it does not.
+    pub fn problem(self) -> Option<&'static str> {
+        match self {
+            RunEnd::Interrupted => Some("was interrupted"),
+            RunEnd::NotEnded => Some("did not end (killed or crashed, or still running)"),
+            RunEnd::Completed | RunEnd::Unknown => None,
+        }
+    }
+
+    /// The worse of two endings (for a merge of shards): not ended, then interrupted, then
+    /// unknown, then completed.
+    pub fn worst(self, other: RunEnd) -> RunEnd {
+        let rank = |e: RunEnd| match e {
+            RunEnd::Completed => 0,
+            RunEnd::Unknown => 1,
+            RunEnd::Interrupted => 2,
+            RunEnd::NotEnded => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 /// A whole run: its facts and every test result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -291,6 +391,9 @@ pub struct RunReport {
     pub info: RunInfo,
     /// Test results, in the order they finished (writers sort as they need).
     pub tests: Vec<TestResult>,
+    /// How the run ended.
+    #[serde(default)]
+    pub end: RunEnd,
 }
 
 /// Counts of a run's outcomes.
@@ -306,9 +409,50 @@ pub struct Summary {
     pub skipped: usize,
     /// Warn-only failures.
     pub warned: usize,
+    /// Selected tests without a result.
+    #[serde(default)]
+    pub not_run: usize,
 }
 
 impl RunReport {
+    /// A completed run's report.
+    pub fn new(info: RunInfo, tests: Vec<TestResult>) -> Self {
+        RunReport {
+            info,
+            tests,
+            end: RunEnd::Completed,
+        }
+    }
+
+    /// The tests that were selected but never reported a result.
+    pub fn not_run(&self) -> Vec<&TestResult> {
+        self.tests
+            .iter()
+            .filter(|t| t.status == Status::NotRun)
+            .collect()
+    }
+
+    /// Why this run cannot pass the gate whatever its tests did (it did not end, or was
+    /// interrupted, or tests have no result), for messages; None when nothing is missing.
+    pub fn incomplete(&self) -> Option<String> {
+        let missing = self.not_run();
+        let names: Vec<&str> = missing.iter().map(|t| t.name.as_str()).collect();
+        match (self.end.problem(), names.is_empty()) {
+            (None, true) => None,
+            (None, false) => Some(format!(
+                "{} test(s) not run: {}",
+                names.len(),
+                names.join(", ")
+            )),
+            (Some(p), true) => Some(format!("the run {p}")),
+            (Some(p), false) => Some(format!(
+                "the run {p}; {} test(s) not run: {}",
+                names.len(),
+                names.join(", ")
+            )),
+        }
+    }
+
     /// Counts by status.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
@@ -319,14 +463,20 @@ impl RunReport {
                 Status::Flaky => s.flaky += 1,
                 Status::Skip => s.skipped += 1,
                 Status::Warn => s.warned += 1,
+                Status::NotRun => s.not_run += 1,
             }
         }
         s
     }
 
-    /// The overall result the way kola reports it: FAIL if any test failed, else PASS.
+    /// The overall result the way kola reports it: FAIL if any test failed (or never
+    /// reported), else PASS.
     pub fn overall(&self) -> Status {
-        if self.tests.iter().any(|t| t.status == Status::Fail) {
+        if self
+            .tests
+            .iter()
+            .any(|t| matches!(t.status, Status::Fail | Status::NotRun))
+        {
             Status::Fail
         } else {
             Status::Pass
@@ -348,5 +498,59 @@ pub mod duration_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Ok(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_keep_the_message_and_the_quoted_lines_apart() {
+        let mut f = crate::triage::failure("ssh: timed out", "ssh: timed out");
+        f.push_excerpt("m1 console:38: Kernel panic - not syncing\n");
+        f.push_excerpt("--- console tail of m1:\n");
+        assert_eq!(
+            f.excerpt,
+            "ssh: timed out\nm1 console:38: Kernel panic - not syncing\n--- console tail of m1:\n"
+        );
+        let mut empty = crate::triage::failure("x", "");
+        empty.push_excerpt("line\n");
+        assert_eq!(empty.excerpt, "line\n");
+    }
+
+    #[test]
+    fn endings_order_and_gate() {
+        use RunEnd::*;
+        for e in [Completed, Interrupted, NotEnded, Unknown] {
+            assert_eq!(RunEnd::parse(e.as_str()), Some(e));
+            assert_eq!(e.passes_gate(), e.problem().is_none(), "{e:?}");
+        }
+        assert_eq!(RunEnd::parse("ended"), None);
+        assert_eq!(Completed.worst(Unknown), Unknown);
+        assert_eq!(Interrupted.worst(Unknown), Interrupted);
+        assert_eq!(Interrupted.worst(NotEnded), NotEnded);
+        assert_eq!(NotEnded.worst(Completed), NotEnded);
+        assert!(Unknown.passes_gate() && !Interrupted.passes_gate() && !NotEnded.passes_gate());
+    }
+
+    #[test]
+    fn not_run_is_its_own_status_and_fails_kola() {
+        assert_eq!(Status::parse("not-run"), Some(Status::NotRun));
+        assert_eq!(Status::NotRun.kola(), "FAIL");
+        assert!(
+            !Status::NotRun.is_failure(),
+            "it did not run, so it did not fail"
+        );
+        let t = TestResult::not_run("cl.x", "qemu", "amd64", "why");
+        assert_eq!(serde_json::to_value(&t).unwrap()["status"], "not-run");
+        let r = RunReport::new(RunInfo::default(), vec![t]);
+        assert_eq!(r.summary().not_run, 1);
+        assert_eq!(r.overall(), Status::Fail);
+        assert_eq!(r.incomplete().as_deref(), Some("1 test(s) not run: cl.x"));
+        assert_eq!(
+            RunReport::new(RunInfo::default(), vec![]).incomplete(),
+            None
+        );
     }
 }

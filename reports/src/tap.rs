@@ -1,6 +1,7 @@
-//! TAP in kola's exact format, which Flatcar's CI ingests (`tapfile_helper_lib.sh`):
+//! TAP version 13 in kola's shape, which Flatcar's CI ingests (`tapfile_helper_lib.sh`):
 //!
 //! ```text
+//! TAP version 13
 //! 1..3
 //! ok - cl.basic
 //! ok - cl.cloudinit.basic # SKIP not supported on qemu-unpriv
@@ -10,13 +11,17 @@
 //!   ...
 //! ```
 //!
-//! The error is Go's `%q` quoting of the failure text (as kola writes it). bogie adds:
+//! The version line makes TAP 13 parsers (tap.py, node's tap-parser) read the YAML blocks
+//! as YAML; every block is a YAML mapping whose values are Go's `%q` quoting of the text (as
+//! kola writes its `Error:`), which is also a valid YAML double-quoted string. bogie adds:
 //! - the skip reason after `# SKIP`;
-//! - flaky tests as `ok - name # flaky: failed N of M attempts`, with each failed attempt's
-//!   error in the YAML block as `Attempt K: "..."`;
-//! - warn-only failures as `ok - name # warn: failed, denylisted as warn-only` plus the
-//!   `Error:` block, so the gate stays green;
-//! - a failed test's earlier attempts as `Attempt K:` lines before its `Error:`.
+//! - flaky tests as `ok - name` with `Flaky: "failed N of M attempts"` and each failed
+//!   attempt's error as `Attempt K: "..."` in the YAML block (not as a `#` marker after the
+//!   name, which strict parsers take as part of the name);
+//! - warn-only failures as `ok - name` with `Warn: "failed, denylisted as warn-only"` and
+//!   the `Error:` in the block, so the gate stays green;
+//! - a failed test's earlier attempts as `Attempt K:` lines before its `Error:`;
+//! - selected tests without a result as `not ok - name` with `Not run: "<why>"`.
 //!
 //! Per-attempt errors go in the YAML block rather than in `#` comment lines because Flatcar's
 //! ingest script reads every line outside a YAML block as a test result.
@@ -174,7 +179,17 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Renders the run as kola-format TAP, sorted by test name.
+/// The TAP version line, the file's first line.
+pub const TAP_VERSION_LINE: &str = "TAP version 13";
+
+/// The `Flaky:` value of a test that failed `failed` of `total` attempts.
+fn flaky_note(failed: usize, total: usize) -> String {
+    format!("failed {failed} of {total} attempts")
+}
+
+const WARN_NOTE: &str = "failed, denylisted as warn-only";
+
+/// Renders the run as TAP version 13 in kola's shape, sorted by test name.
 pub fn to_tap(report: &RunReport) -> String {
     let mut tests: Vec<&TestResult> = report.tests.iter().collect();
     tests.sort_by(|a, b| {
@@ -184,7 +199,14 @@ pub fn to_tap(report: &RunReport) -> String {
             b.platform.as_str(),
         ))
     });
-    let mut out = format!("1..{}\n", tests.len());
+    let mut out = format!("{TAP_VERSION_LINE}\n1..{}\n", tests.len());
+    let attempt_line = |out: &mut String, a: &Attempt| {
+        out.push_str(&format!(
+            "  Attempt {}: {}\n",
+            a.number,
+            go_quote(&attempt_error(a))
+        ));
+    };
     for t in tests {
         let name = tap_name(&t.name);
         let failed: Vec<&Attempt> = t.attempts.iter().filter(|a| !a.passed).collect();
@@ -198,18 +220,20 @@ pub fn to_tap(report: &RunReport) -> String {
                     out.push_str(&format!("ok - {name} # SKIP {reason}\n"));
                 }
             }
+            Status::NotRun => {
+                let reason = t.skip_reason.as_deref().unwrap_or("no result");
+                out.push_str(&format!(
+                    "not ok - {name}\n  ---\n  Not run: {}\n  ...\n",
+                    go_quote(reason)
+                ));
+            }
             Status::Flaky => {
                 out.push_str(&format!(
-                    "ok - {name} # flaky: failed {} of {} attempts\n  ---\n",
-                    failed.len(),
-                    t.attempts.len()
+                    "ok - {name}\n  ---\n  Flaky: {}\n",
+                    go_quote(&flaky_note(failed.len(), t.attempts.len()))
                 ));
                 for a in &failed {
-                    out.push_str(&format!(
-                        "  Attempt {}: {}\n",
-                        a.number,
-                        go_quote(&attempt_error(a))
-                    ));
+                    attempt_line(&mut out, a);
                 }
                 out.push_str("  ...\n");
             }
@@ -218,16 +242,13 @@ pub fn to_tap(report: &RunReport) -> String {
                     out.push_str(&format!("not ok - {name}\n  ---\n"));
                 } else {
                     out.push_str(&format!(
-                        "ok - {name} # warn: failed, denylisted as warn-only\n  ---\n"
+                        "ok - {name}\n  ---\n  Warn: {}\n",
+                        go_quote(WARN_NOTE)
                     ));
                 }
                 if let Some((last, earlier)) = failed.split_last() {
                     for a in earlier {
-                        out.push_str(&format!(
-                            "  Attempt {}: {}\n",
-                            a.number,
-                            go_quote(&attempt_error(a))
-                        ));
+                        attempt_line(&mut out, a);
                     }
                     out.push_str(&format!("  Error: {}\n", go_quote(&attempt_error(last))));
                 } else {
@@ -240,15 +261,53 @@ pub fn to_tap(report: &RunReport) -> String {
     out
 }
 
-/// Writes the run as kola-format TAP to `path` (atomically).
-pub fn write_tap(report: &RunReport, path: impl AsRef<Path>) -> Result<()> {
-    write_atomic(path, to_tap(report))
+/// Which TAP dialect a file is written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TapFormat {
+    /// kola's: no version line, `1..N` first. Flatcar CI's `tapfile_helper_lib.sh` takes
+    /// every line outside a YAML block but `1..N` for a test, so a `TAP version 13` line
+    /// would become a failing test of that name (and be rerun by name).
+    #[default]
+    Kola,
+    /// `TAP version 13` first, so TAP 13 consumers (tap.py, node's tap-parser) read the
+    /// YAML blocks.
+    V13,
 }
 
-/// Reads a TAP file: kola's, bogie's, or Flatcar CI's merged report (whose first line,
-/// `ok - Version: V, Architecture: A`, fills the run's version and arch). Names and
-/// pass/fail/skip always come back; bogie's flaky and warn lines come back as such, with the
-/// attempts' errors triaged. The run's platform and arch are empty unless the file says them;
+impl std::str::FromStr for TapFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "kola" => Ok(TapFormat::Kola),
+            "13" => Ok(TapFormat::V13),
+            other => Err(format!(
+                "unknown TAP version {other:?} (expected kola or 13)"
+            )),
+        }
+    }
+}
+
+/// Renders the run as TAP in `format` (see [`to_tap`]).
+pub fn to_tap_as(report: &RunReport, format: TapFormat) -> String {
+    let text = to_tap(report);
+    match format {
+        TapFormat::V13 => text,
+        TapFormat::Kola => match text.split_once('\n') {
+            Some((first, rest)) if first == TAP_VERSION_LINE => rest.to_string(),
+            _ => text,
+        },
+    }
+}
+
+/// Writes the run as TAP in `format` (see [`to_tap_as`]) to `path` (atomically).
+pub fn write_tap(report: &RunReport, path: impl AsRef<Path>, format: TapFormat) -> Result<()> {
+    write_atomic(path, to_tap_as(report, format))
+}
+
+/// Reads a TAP file: kola's, bogie's (also an older bogie's `# flaky:`/`# warn:` markers),
+/// or Flatcar CI's merged report (whose first test line, `ok - Version: V, Architecture: A`,
+/// fills the run's version and arch). Names and pass/fail/skip always come back; bogie's
+/// flaky, warn and not-run tests come back as such, with the attempts' errors triaged. The run's platform and arch are empty unless the file says them;
 /// its start is the file's modification time.
 pub fn read_tap(path: impl AsRef<Path>) -> Result<RunReport> {
     let path = path.as_ref();
@@ -267,6 +326,12 @@ struct Entry {
     directive: String,
     error: Option<String>,
     attempts: BTreeMap<u32, String>,
+    /// bogie's `Flaky:` value.
+    flaky: Option<String>,
+    /// bogie's `Warn:` key was there.
+    warn: bool,
+    /// bogie's `Not run:` value.
+    not_run: Option<String>,
     yaml: Vec<String>,
 }
 
@@ -286,8 +351,15 @@ pub fn parse_tap(text: &str, started: DateTime<Utc>, path: &Path) -> Result<RunR
             let Some(e) = entries.last_mut() else {
                 continue;
             };
+            let unquote = |q: &str| go_unquote(q).unwrap_or_else(|| q.trim().to_string());
             if let Some(q) = line.strip_prefix("Error:") {
-                e.error = Some(go_unquote(q).unwrap_or_else(|| q.trim().to_string()));
+                e.error = Some(unquote(q));
+            } else if let Some(q) = line.strip_prefix("Flaky:") {
+                e.flaky = Some(unquote(q));
+            } else if line.starts_with("Warn:") {
+                e.warn = true;
+            } else if let Some(q) = line.strip_prefix("Not run:") {
+                e.not_run = Some(unquote(q));
             } else if let Some((n, q)) = line
                 .strip_prefix("Attempt ")
                 .and_then(|r| r.split_once(':'))
@@ -300,7 +372,7 @@ pub fn parse_tap(text: &str, started: DateTime<Utc>, path: &Path) -> Result<RunR
             }
             continue;
         }
-        if line.is_empty() || line.starts_with('#') {
+        if line.is_empty() || line.starts_with('#') || line.starts_with("TAP version ") {
             continue;
         }
         if line == "---" {
@@ -348,6 +420,9 @@ pub fn parse_tap(text: &str, started: DateTime<Utc>, path: &Path) -> Result<RunR
             directive: directive.to_string(),
             error: None,
             attempts: BTreeMap::new(),
+            flaky: None,
+            warn: false,
+            not_run: None,
             yaml: Vec::new(),
         });
     }
@@ -385,7 +460,7 @@ pub fn parse_tap(text: &str, started: DateTime<Utc>, path: &Path) -> Result<RunR
         t.platform = info.platform.clone();
         t.arch = info.arch.clone();
     }
-    Ok(RunReport { info, tests })
+    Ok(RunReport::new(info, tests))
 }
 
 pub(crate) fn failure_from_error(error: &str) -> (Failure, Vec<SubtestResult>) {
@@ -484,12 +559,22 @@ fn entry_to_test(e: Entry, started: DateTime<Utc>) -> TestResult {
             e.yaml.join("\n")
         }
     };
-    if e.ok && upper.starts_with("SKIP") {
+    // bogie's flaky note: `Flaky: "failed N of M attempts"` (an older bogie's
+    // `# flaky: failed N of M attempts`).
+    let flaky = e
+        .flaky
+        .as_deref()
+        .or_else(|| directive.strip_prefix("flaky:"))
+        .filter(|_| e.ok);
+    if let Some(reason) = &e.not_run {
+        t.status = Status::NotRun;
+        t.skip_reason = Some(reason.clone());
+    } else if e.ok && upper.starts_with("SKIP") {
         t.status = Status::Skip;
         t.skip_reason = Some(directive[4..].trim().to_string());
-    } else if e.ok && directive.starts_with("flaky:") {
+    } else if let Some(note) = flaky {
         t.status = Status::Flaky;
-        let total = directive
+        let total = note
             .split_whitespace()
             .skip_while(|w| *w != "of")
             .nth(1)
@@ -499,7 +584,7 @@ fn entry_to_test(e: Entry, started: DateTime<Utc>) -> TestResult {
         }
         let last = total.unwrap_or(t.attempts.len() as u32 + 1);
         t.attempts.push(attempt(last, None));
-    } else if !e.ok || directive.starts_with("warn:") || upper.starts_with("TODO") {
+    } else if !e.ok || e.warn || directive.starts_with("warn:") || upper.starts_with("TODO") {
         t.status = if e.ok || upper.starts_with("TODO") {
             Status::Warn
         } else {
@@ -542,51 +627,75 @@ mod tests {
     }
 
     #[test]
-    fn kola_shapes_exactly() {
+    fn kolas_dialect_has_no_version_line_and_reads_back_the_same() {
+        let report = sample_report();
+        let v13 = to_tap_as(&report, TapFormat::V13);
+        let kola = to_tap_as(&report, TapFormat::Kola);
+        assert_eq!(v13, to_tap(&report));
+        assert_eq!(format!("{TAP_VERSION_LINE}\n{kola}"), v13);
+        assert!(kola.starts_with("1.."), "{kola}");
+        let t = chrono::Utc::now();
+        let p = Path::new("x.tap");
+        let names = |r: RunReport| {
+            r.tests
+                .into_iter()
+                .map(|t| (t.name, t.status))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(parse_tap(&kola, t, p).unwrap()),
+            names(parse_tap(&v13, t, p).unwrap())
+        );
+        assert_eq!("13".parse::<TapFormat>(), Ok(TapFormat::V13));
+        assert_eq!("kola".parse::<TapFormat>(), Ok(TapFormat::Kola));
+        assert!("12".parse::<TapFormat>().is_err());
+    }
+
+    #[test]
+    fn tap13_in_kolas_shape() {
         let tap = to_tap(&sample_report());
         let lines: Vec<&str> = tap.lines().collect();
-        assert_eq!(lines[0], "1..7");
-        assert_eq!(lines[1], "ok - cl.basic");
+        assert_eq!(lines[0], "TAP version 13");
+        assert_eq!(lines[1], "1..7");
+        assert_eq!(lines[2], "ok - cl.basic");
         assert_eq!(
-            lines[2],
+            lines[3],
             "ok - cl.cloudinit.basic # SKIP not supported on qemu-unpriv"
         );
-        assert_eq!(lines[3], "not ok - cl.etcd-member.discovery");
-        assert_eq!(lines[4], "  ---");
-        assert!(lines[5].starts_with("  Attempt 1: \"etcdctl get failed: exit status 1\\nNov 21"));
-        assert!(lines[6].starts_with("  Error: \"etcdctl get failed: exit status 1\\nNov 21 02:47:01 localhost etcd-member[812]: {\\\"level\\\":\\\"error\\\""), "{}", lines[6]);
-        assert_eq!(lines[7], "  ...");
-        assert_eq!(lines[8], "ok - cl.filesystem");
+        assert_eq!(lines[4], "not ok - cl.etcd-member.discovery");
+        assert_eq!(lines[5], "  ---");
+        assert!(lines[6].starts_with("  Attempt 1: \"etcdctl get failed: exit status 1\\nNov 21"));
+        assert!(lines[7].starts_with("  Error: \"etcdctl get failed: exit status 1\\nNov 21 02:47:01 localhost etcd-member[812]: {\\\"level\\\":\\\"error\\\""), "{}", lines[7]);
+        assert_eq!(lines[8], "  ...");
+        assert_eq!(lines[9], "ok - cl.filesystem");
+        // No marker after a flaky or warn-only test's name: it goes in the YAML block.
+        assert_eq!(lines[10], "ok - coreos.ignition.once");
+        assert_eq!(lines[11], "  ---");
+        assert_eq!(lines[12], "  Flaky: \"failed 1 of 2 attempts\"");
+        assert_eq!(lines[13], format!("  Attempt 1: {}", go_quote(SSH_MSG)));
+        assert_eq!(lines[14], "  ...");
+        assert_eq!(lines[15], "ok - coreos.selinux.enforce");
+        assert_eq!(lines[16], "  ---");
+        assert_eq!(lines[17], "  Warn: \"failed, denylisted as warn-only\"");
+        assert!(lines[18].starts_with("  Error: \"found SELinux denials\\naudit: type=1400"));
+        assert_eq!(lines[19], "  ...");
+        assert_eq!(lines[20], "not ok - docker.base");
+        assert_eq!(lines[21], "  ---");
         assert_eq!(
-            lines[9],
-            "ok - coreos.ignition.once # flaky: failed 1 of 2 attempts"
-        );
-        assert_eq!(lines[10], "  ---");
-        assert_eq!(lines[11], format!("  Attempt 1: {}", go_quote(SSH_MSG)));
-        assert_eq!(lines[12], "  ...");
-        assert_eq!(
-            lines[13],
-            "ok - coreos.selinux.enforce # warn: failed, denylisted as warn-only"
-        );
-        assert_eq!(lines[14], "  ---");
-        assert!(lines[15].starts_with("  Error: \"found SELinux denials\\naudit: type=1400"));
-        assert_eq!(lines[16], "  ...");
-        assert_eq!(lines[17], "not ok - docker.base");
-        assert_eq!(lines[18], "  ---");
-        assert_eq!(
-            lines[19],
+            lines[22],
             r#"  Error: "docker: Error response from daemon: pull access denied for busybx\n--- FAIL: docker.base/pull (3.00s)\n        docker: Error response from daemon: pull access denied for busybx""#
         );
-        assert_eq!(lines[20], "  ...");
-        assert_eq!(lines.len(), 21);
+        assert_eq!(lines[23], "  ...");
+        assert_eq!(lines.len(), 24);
         // Only test lines and YAML blocks, so Flatcar's ingest sees no phantom tests.
         let mut in_yaml = false;
-        for l in &lines[1..] {
+        for l in &lines[2..] {
             match l.trim() {
                 "---" => in_yaml = true,
                 "..." => in_yaml = false,
                 t if !in_yaml => {
-                    assert!(t.starts_with("ok - ") || t.starts_with("not ok - "), "{t}")
+                    assert!(t.starts_with("ok - ") || t.starts_with("not ok - "), "{t}");
+                    assert!(!t.contains(" # ") || t.contains(" # SKIP"), "{t}");
                 }
                 _ => {}
             }
@@ -594,7 +703,7 @@ mod tests {
     }
 
     #[test]
-    fn single_failure_is_byte_for_byte_kola() {
+    fn single_failure_is_kolas_lines() {
         let mut r = sample_report();
         r.tests
             .retain(|t| t.name == "cl.basic" || t.name == "docker.base");
@@ -602,8 +711,36 @@ mod tests {
         r.tests[1].name = "docker#base".into();
         assert_eq!(
             to_tap(&r),
-            "1..2\nok - cl.basic\nnot ok - dockerbase\n  ---\n  Error: \"docker: Error response from daemon: pull access denied for busybx\"\n  ...\n"
+            "TAP version 13\n1..2\nok - cl.basic\nnot ok - dockerbase\n  ---\n  Error: \"docker: Error response from daemon: pull access denied for busybx\"\n  ...\n"
         );
+    }
+
+    #[test]
+    fn a_test_not_run_fails_and_reads_back_as_not_run() {
+        let mut r = sample_report();
+        r.tests = vec![not_run("cl.never")];
+        let tap = to_tap(&r);
+        assert_eq!(
+            tap,
+            "TAP version 13\n1..1\nnot ok - cl.never\n  ---\n  Not run: \"no result: the run did not end\"\n  ...\n"
+        );
+        let back = parse_tap(&tap, Utc::now(), Path::new("x.tap")).unwrap();
+        assert_eq!(back.tests[0].status, Status::NotRun);
+        assert_eq!(
+            back.tests[0].skip_reason.as_deref(),
+            Some("no result: the run did not end")
+        );
+        assert!(back.tests[0].attempts.is_empty());
+    }
+
+    #[test]
+    fn reads_an_older_bogies_markers() {
+        let old = "1..2\nok - coreos.ignition.once # flaky: failed 1 of 2 attempts\n  ---\n  Attempt 1: \"ssh: handshake failed\"\n  ...\nok - coreos.selinux.enforce # warn: failed, denylisted as warn-only\n  ---\n  Error: \"found SELinux denials\"\n  ...\n";
+        let r = parse_tap(old, Utc::now(), Path::new("old.tap")).unwrap();
+        assert_eq!(r.tests[0].name, "coreos.ignition.once");
+        assert_eq!(r.tests[0].status, Status::Flaky);
+        assert_eq!(r.tests[0].attempts.len(), 2);
+        assert_eq!(r.tests[1].status, Status::Warn);
     }
 
     #[test]
@@ -611,7 +748,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.tap");
         let report = sample_report();
-        write_tap(&report, &path).unwrap();
+        write_tap(&report, &path, TapFormat::V13).unwrap();
         let back = read_tap(&path).unwrap();
         assert_eq!(back.tests.len(), 7);
         for orig in &report.tests {

@@ -66,6 +66,23 @@ pub fn test(name: &str, status: Status, attempts: Vec<Attempt>) -> TestResult {
     }
 }
 
+/// Why the missing tests of a killed run (in these fixtures) have no result.
+pub const NOT_ENDED: &str = "no result: the run did not end";
+
+/// A qemu/amd64 test that never reported.
+pub fn not_run(name: &str) -> TestResult {
+    TestResult::not_run(name, "qemu", "amd64", NOT_ENDED)
+}
+
+/// [`sample_report`] killed before `lost` reported: `lost` is not run, the run not ended.
+pub fn killed_report(lost: &str) -> RunReport {
+    let mut r = sample_report();
+    r.tests.retain(|t| t.name != lost);
+    r.tests.push(not_run(lost));
+    r.end = RunEnd::NotEnded;
+    r
+}
+
 pub const ETCD_EXCERPT: &str = "Nov 21 02:47:01 localhost etcd-member[812]: {\"level\":\"error\",\"msg\":\"etcdserver: request timed out\"}\nsecond line";
 pub const SSH_MSG: &str =
     "ssh: waiting for 127.0.0.1:34567: timed out after 300s: connection reset by peer";
@@ -118,6 +135,7 @@ pub fn sample_report() -> RunReport {
     );
     skipped.tags = vec!["cloudinit".into()];
     RunReport {
+        end: RunEnd::Completed,
         info: info("run-a", "qemu", "amd64"),
         tests: vec![
             test("cl.basic", Status::Pass, vec![passed(1, 93.5)]),

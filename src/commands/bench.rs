@@ -240,6 +240,7 @@ fn parse(g: &Global, image: &Path, out: &Path, j: &str, run: &[&str]) -> anyhow:
     if let Some(m) = g.qemu.qemu_memory {
         argv.extend(["--qemu-memory".into(), m.to_string()]);
     }
+    argv.extend(["--qemu-accel".into(), g.qemu.qemu_accel.to_string()]);
     argv.push("run".into());
     argv.extend(run.iter().map(|s| s.to_string()));
     Cli::try_parse_from(argv).context("building a bench command line")
@@ -306,6 +307,7 @@ fn qemu_platform(
     let info = ImageInfo::load(image).map_err(|e| crate::input_error(e.to_string()))?;
     let arch = super::resolve_arch(g, Some(&info))?;
     let mut o = bogie_platform_qemu::QemuOptions::new(info, arch);
+    o.accel = g.qemu.qemu_accel;
     if let Some(m) = g.qemu.qemu_memory {
         o.memory_mb = m;
     }
@@ -512,6 +514,7 @@ fn spec(dir: &Path, id: &str, key: &SshKey) -> anyhow::Result<MachineSpec> {
         cpus: None,
         extra_disks: Vec::new(),
         kernel_args: Vec::new(),
+        tpm: false,
         may_outlive: false,
     })
 }
@@ -848,7 +851,8 @@ async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
         ..RunInfo::default()
     };
     std::fs::create_dir_all(out.path().join("reports"))?;
-    let sink = bogie_reports::jsonl::ResultsSink::create(out.path(), &info)?;
+    let names: Vec<String> = selected.iter().map(|s| s.test().name.clone()).collect();
+    let sink = bogie_reports::jsonl::ResultsSink::create(out.path(), &info, &names)?;
     let opts = ScheduleOptions {
         parallel: 2,
         snapshots: true,
@@ -863,12 +867,15 @@ async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
         }
     }
     let results = runner.await?;
-    let mut report = RunReport {
-        info,
-        tests: results,
-    };
+    sink.finish(false)?;
+    let mut report = RunReport::new(info, results);
     report.tests.sort_by(|a, b| a.name.cmp(&b.name));
-    super::write_reports(&report, out.path(), Some(&out.path().join("run.tap")))?;
+    super::write_reports(
+        &report,
+        out.path(),
+        Some(&out.path().join("run.tap")),
+        bogie_reports::tap::TapFormat::Kola,
+    )?;
     let wall = t0.elapsed();
     let passed = report
         .tests

@@ -1,5 +1,5 @@
 //! Release gating for `bogie run`: the inputs checked before anything boots (denylist,
-//! sharding, durations, baseline, kola's firmware and payload paths) and the verdict after.
+//! sharding, durations, baseline, kola's firmware paths) and the verdict after.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -141,8 +141,8 @@ pub fn find_firmware(given: &Path, dirs: &[&str]) -> Option<PathBuf> {
 
 /// Checks kola's file flags before anything boots and returns the flags with
 /// `--qemu-firmware` resolved: a firmware path must exist, or its file name must be in one
-/// of QEMU's firmware dirs ([`FIRMWARE_DIRS`]); `--qemu-ovmf-vars` and `--update-payload`
-/// must exist. (A direct-kernel image then ignores the firmware.)
+/// of QEMU's firmware dirs ([`FIRMWARE_DIRS`]); `--qemu-ovmf-vars` must exist. (A
+/// direct-kernel image then ignores the firmware.)
 pub fn check_files(g: &Global) -> anyhow::Result<Global> {
     let mut g = g.clone();
     if let Some(fw) = &g.qemu.qemu_firmware {
@@ -162,14 +162,12 @@ pub fn check_files(g: &Global) -> anyhow::Result<Global> {
         }
         g.qemu.qemu_firmware = Some(found);
     }
-    for (flag, p) in [
-        ("--qemu-ovmf-vars", &g.qemu.qemu_ovmf_vars),
-        ("--update-payload", &g.compat.update_payload),
-    ] {
-        if let Some(p) = p {
-            if !p.is_file() {
-                return Err(input_error(format!("{flag} {}: no such file", p.display())));
-            }
+    if let Some(p) = &g.qemu.qemu_ovmf_vars {
+        if !p.is_file() {
+            return Err(input_error(format!(
+                "--qemu-ovmf-vars {}: no such file",
+                p.display()
+            )));
         }
     }
     Ok(g)
@@ -223,11 +221,12 @@ pub async fn probe_version(ctx: &AttemptContext) -> anyhow::Result<Version> {
     }
 }
 
-/// The gate's verdict on a finished run: 1 if a test failed (or was flaky and flaky tests
-/// are not allowed), else 77 if warn-only tests failed, else 0.
+/// The gate's verdict on a run: 1 if a test failed, or never reported a result (`not-run`),
+/// or the run did not end or was interrupted, or a test was flaky and flaky tests are not
+/// allowed; else 77 if warn-only tests failed, else 0.
 pub fn gate(report: &RunReport, allow_flaky: bool) -> u8 {
     let s = report.summary();
-    if s.failed > 0 || (!allow_flaky && s.flaky > 0) {
+    if s.failed > 0 || s.not_run > 0 || !report.end.passes_gate() || (!allow_flaky && s.flaky > 0) {
         1
     } else if s.warned > 0 {
         77

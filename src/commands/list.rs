@@ -9,9 +9,9 @@ use crate::input_error;
 /// Lists tests (table or `--json`).
 pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u8> {
     let mut tests: Vec<&bogie_harness::Test> = registry.tests().iter().collect();
-    if !args.patterns.is_empty() {
-        let ms = args
-            .patterns
+    let patterns = super::input::patterns(&args.patterns);
+    if !patterns.is_empty() {
+        let ms = patterns
             .iter()
             .map(|p| bogie_harness::select::glob(p))
             .collect::<Result<Vec<_>, _>>()
@@ -20,7 +20,7 @@ pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u
         if tests.is_empty() {
             return Err(input_error(format!(
                 "no test matches {}",
-                args.patterns.join(" ")
+                patterns.join(" ")
             )));
         }
     }
@@ -66,6 +66,13 @@ pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u
                     "requires": t.requires,
                     "timeout_secs": t.timeout.map(|d| d.as_secs()),
                     "non_exclusive": t.non_exclusive,
+                    "min_memory_mb": t.min_memory_mb,
+                    "extra_disks_gib": t.extra_disks,
+                    "kernel_args": t.kernel_args,
+                    "required_tag": t.required_tag,
+                    "conflicts": t.conflicts,
+                    "has_config": t.config.is_some(),
+                    "unsupported": t.unsupported,
                 })
             })
             .collect();
@@ -81,6 +88,7 @@ pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u
                 arches.extend(t.exclude_architectures.iter().map(|a| format!("!{a}")));
                 let mut req = t.requires.clone();
                 req.extend(t.tags.iter().map(|t| format!("#{t}")));
+                req.extend(machine_needs(t));
                 let or_all = |v: Vec<String>| {
                     if v.is_empty() {
                         "all".to_string()
@@ -115,4 +123,28 @@ pub fn list(g: &Global, args: ListArgs, registry: &Registry) -> anyhow::Result<u
         }
     }
     Ok(0)
+}
+
+/// What a test asks of its machine beyond capabilities and tags, for the Requires column
+/// (external tests' metadata shows here): memory, disks, kernel arguments, a required tag,
+/// and why bogie cannot run it.
+fn machine_needs(t: &bogie_harness::Test) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(m) = t.min_memory_mb {
+        v.push(format!("memory>={m}M"));
+    }
+    if !t.extra_disks.is_empty() {
+        let d: Vec<String> = t.extra_disks.iter().map(|g| format!("{g}G")).collect();
+        v.push(format!("disks={}", d.join(",")));
+    }
+    if !t.kernel_args.is_empty() {
+        v.push(format!("kargs={:?}", t.kernel_args.join(" ")));
+    }
+    if let Some(r) = &t.required_tag {
+        v.push(format!("--tag={r}"));
+    }
+    if let Some(u) = &t.unsupported {
+        v.push(format!("(skipped: {u})"));
+    }
+    v
 }

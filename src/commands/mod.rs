@@ -5,6 +5,7 @@ pub mod check_console;
 pub mod down;
 pub mod gating;
 pub mod gc;
+pub mod input;
 pub mod list;
 pub mod report;
 pub mod spawn;
@@ -35,9 +36,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 
 /// Runs the chosen subcommand with `registry` as the test catalog.
 pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Spawn(_) | Command::Bench(_)
+    ) {
+        input::refuse_unsupported(&cli.global)?;
+    }
     match cli.command {
-        Command::Run(args) => run(&cli.global, args, &registry).await,
-        Command::List(args) => list::list(&cli.global, args, &registry),
+        Command::Run(args) => {
+            let registry = with_external(registry, &args.exttest)?;
+            run(&cli.global, args, &registry).await
+        }
+        Command::List(args) => {
+            let registry = with_external(registry, &args.exttest)?;
+            list::list(&cli.global, args, &registry)
+        }
         Command::CheckConsole(args) => check_console::check_console(&cli.global, args),
         Command::Spawn(args) => spawn::spawn(&cli.global, args).await,
         Command::Down(args) => down::down(&cli.global, args),
@@ -45,6 +58,17 @@ pub async fn dispatch_with(cli: Cli, registry: Registry) -> anyhow::Result<u8> {
         Command::Gc(args) => gc::gc(&cli.global, args).await,
         Command::Bench(args) => bench::bench(&cli.global, args).await,
     }
+}
+
+/// `registry` plus the external tests of every `-E DIR` (bad ones are input errors).
+fn with_external(mut registry: Registry, dirs: &[PathBuf]) -> anyhow::Result<Registry> {
+    let tests = bogie_harness::external::load(dirs).map_err(|e| input_error(e.to_string()))?;
+    for t in tests {
+        registry
+            .register(t)
+            .map_err(|e| input_error(format!("-E: {e}")))?;
+    }
+    Ok(registry)
 }
 
 const KNOWN_PLATFORMS: &[&str] = &[
@@ -138,7 +162,18 @@ pub(crate) fn load_image(g: &Global) -> anyhow::Result<ImageInfo> {
             "no image given: pass --qemu-image (a manifest.json from ci/build-test-image, or a disk image)",
         ));
     };
-    ImageInfo::load(path).map_err(|e| input_error(e.to_string()))
+    let image = ImageInfo::load(path).map_err(|e| input_error(e.to_string()))?;
+    if image.manifest.is_none() {
+        let problem = bogie_platform_qemu::detect::not_a_disk_image(path)
+            .map_err(|e| input_error(format!("--qemu-image {}: {e}", path.display())))?;
+        if let Some(why) = problem {
+            return Err(input_error(format!(
+                "--qemu-image {}: not a bogie manifest.json, a qcow2 or a raw disk image: {why}",
+                path.display()
+            )));
+        }
+    }
+    Ok(image)
 }
 
 pub(crate) fn image_version(
@@ -166,6 +201,7 @@ pub(crate) fn make_platform(
             o.firmware = g.qemu.qemu_firmware.clone();
             o.ovmf_vars = g.qemu.qemu_ovmf_vars.clone();
             o.skip_mangle = g.qemu.qemu_skip_mangle;
+            o.accel = g.qemu.qemu_accel;
             if let Some(m) = g.qemu.qemu_memory {
                 o.memory_mb = m;
             }
@@ -221,9 +257,16 @@ pub(crate) fn prepare_output_dir(g: &Global, platform: &str) -> anyhow::Result<P
             d
         }
     };
-    std::fs::create_dir_all(out.join("reports"))
-        .with_context(|| format!("creating output directory {}", out.display()))?;
-    std::fs::write(out.join(".harness_temp"), b"")?;
+    let named = |e: std::io::Error| {
+        let flag = if g.output_dir.is_some() {
+            "--output-dir"
+        } else {
+            "output directory"
+        };
+        input_error(format!("{flag} {}: {e}", out.display()))
+    };
+    std::fs::create_dir_all(out.join("reports")).map_err(named)?;
+    std::fs::write(out.join(".harness_temp"), b"").map_err(named)?;
     Ok(std::fs::canonicalize(&out).unwrap_or(out))
 }
 
@@ -285,6 +328,8 @@ pub(crate) async fn run_counted(
         ))
     })?;
     resolve_arch(g, None)?; // flag errors first, before looking at the image
+    input::check_output_dir(g)?;
+    input::check_tapfile(g)?;
     let gating = gating::GatingInputs::load(&args)?;
     let g = &if platform_name == "qemu" {
         gating::check_files(g)?
@@ -309,7 +354,7 @@ pub(crate) async fn run_counted(
         arch,
         version,
         provides.clone(),
-        args.patterns.clone(),
+        input::patterns(&args.patterns),
         &args.tags,
         args.no_net,
     );
@@ -400,8 +445,14 @@ pub(crate) async fn run_counted(
     if let Some(s) = &gating.sharding {
         selected = bogie_harness::shard::apply(selected, s, &gating.durations);
     }
-    let sink =
-        bogie_reports::jsonl::ResultsSink::create(&out, &info).context("creating results.jsonl")?;
+    if args.share && !args.no_share {
+        bogie_harness::external::merge_shared_configs(&mut selected);
+    }
+    // The selection goes first and the end record last, so a killed run's results say which
+    // tests never reported, and such a run cannot pass `bogie report merge`.
+    let names: Vec<String> = selected.iter().map(|s| s.test().name.clone()).collect();
+    let sink = bogie_reports::jsonl::ResultsSink::create(&out, &info, &names)
+        .context("creating results.jsonl")?;
     let opts = ScheduleOptions {
         parallel: par,
         retries: args.retries.max(u32::from(args.rerun)),
@@ -431,15 +482,19 @@ pub(crate) async fn run_counted(
         progress.event(&ev);
     }
     let results = runner.await.context("the scheduler panicked")?;
+    let interrupted = cancel.is_cancelled();
+    if let Err(e) = sink.finish(interrupted) {
+        tracing::error!(error = %e, "writing results.jsonl");
+    }
     let _ = platform.shutdown().await;
     progress.finish();
 
-    let mut report = RunReport {
-        info,
-        tests: results,
-    };
+    let mut report = RunReport::new(info, results);
+    if interrupted {
+        report.end = bogie_reports::RunEnd::Interrupted;
+    }
     report.tests.sort_by(|a, b| a.name.cmp(&b.name));
-    write_reports(&report, &out, g.tapfile.as_deref())?;
+    write_reports(&report, &out, g.tapfile.as_deref(), g.tap_version)?;
     crate::progress::print_summary(&report, &out, &key_path);
     let c = stats.counts();
     if c.restored + c.reused > 0 {
@@ -508,12 +563,13 @@ pub(crate) fn write_reports(
     report: &RunReport,
     out: &Path,
     tap: Option<&Path>,
+    tap_format: bogie_reports::tap::TapFormat,
 ) -> anyhow::Result<()> {
     let dir = out.join("reports");
     bogie_reports::junit::write_junit(report, dir.join("junit.xml"))?;
     bogie_reports::kola_json::write_report_json(report, dir.join("report.json"))?;
     if let Some(t) = tap {
-        bogie_reports::tap::write_tap(report, t)?;
+        bogie_reports::tap::write_tap(report, t, tap_format)?;
     }
     Ok(())
 }

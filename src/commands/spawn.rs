@@ -34,6 +34,7 @@ pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
         ))
     })?;
     resolve_arch(g, None)?;
+    super::input::check_output_dir(g)?;
     let image = load_image(g)?;
     let arch = resolve_arch(g, Some(&image))?;
     let version = image_version(g, Some(&image))?;

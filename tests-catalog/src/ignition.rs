@@ -916,8 +916,8 @@ const PARTITION_ON_BOOT_DISK: &str = r#"{
 }"#;
 
 async fn partition_on_boot_disk(c: TestCluster) -> Result<()> {
-    // kola boots this machine with a 10 GiB disk; the harness's QEMU grows every disk by
-    // --qemu-grow-base-disk-by, so check the disk is large enough first.
+    // kola boots this machine with a 10 GiB disk; bogie boots the image's disk as it is,
+    // so check it is large enough first.
     let m = c
         .new_machine(Some(raw_config(PARTITION_ON_BOOT_DISK)))
         .await?;
@@ -927,7 +927,7 @@ async fn partition_on_boot_disk(c: TestCluster) -> Result<()> {
         .parse()
         .unwrap_or(0);
     if size < 10 << 30 {
-        bail!("the boot disk has {size} bytes; the test needs 10 GiB (run with --qemu-grow-base-disk-by)");
+        bail!("the boot disk has {size} bytes; the test needs 10 GiB (bogie cannot grow disks yet: use an image whose disk is at least 10 GiB)");
     }
     c.log(m.must_ssh("lsblk -f; findmnt").await?);
     m.must_ssh(

@@ -19,10 +19,11 @@ fn names_are_unique_and_kola_shaped() {
     }
 }
 
+/// kola's Flatcar test names (`shared/research/kola-flatcar-tests.txt`); `None` after
+/// [`bogie_specstub::skip_or_fail`] when the shared folder is absent.
 fn kola_names() -> Option<Vec<String>> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/research/kola-flatcar-tests.txt");
-    let text = std::fs::read_to_string(&p).ok()?;
+    let p = bogie_specstub::shared_path("research/kola-flatcar-tests.txt")?;
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     Some(
         text.lines()
             .map(str::trim)
@@ -35,7 +36,6 @@ fn kola_names() -> Option<Vec<String>> {
 #[test]
 fn registers_at_least_140_of_kolas_150_flatcar_tests() {
     let Some(names) = kola_names() else {
-        eprintln!("skipped: research/kola-flatcar-tests.txt not found");
         return;
     };
     let r = registry();
@@ -166,7 +166,9 @@ fn every_legacy_config_translates_to_a_valid_spec_3_config() {
     const VALIDATE: &str = "/usr/bin/ignition-validate";
     let jq_ok = Command::new("jq").arg("--version").output().is_ok();
     if !std::path::Path::new(VALIDATE).exists() || !jq_ok {
-        eprintln!("skipped: needs jq and ignition-validate (apt-get install jq ignition)");
+        bogie_specstub::skip_or_fail(
+            "needs jq and ignition-validate (ci/install-deps installs them)",
+        );
         return;
     }
     let program =

@@ -49,3 +49,44 @@ pub fn qemu_processes_mentioning(needle: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Runs `bogie ARGS` in this process with `registry`'s tests instead of the catalog;
+/// returns the exit code.
+pub fn dispatch(args: &[String], registry: bogie_harness::Registry) -> u8 {
+    use clap::Parser;
+    let argv = std::iter::once("bogie".to_string()).chain(args.iter().cloned());
+    let cli = bogie::cli::Cli::try_parse_from(argv).expect("valid command line");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bogie::commands::dispatch_with(cli, registry))
+        .expect("run completes")
+}
+
+/// `run` on the amd64 test image under TCG at `-j 2`, writing to `out`; append flags and
+/// patterns.
+pub fn qemu_run_args(out: &Path) -> Vec<String> {
+    let image = test_image();
+    [
+        "run",
+        "-p",
+        "qemu",
+        "--board",
+        "amd64-usr",
+        "--qemu-accel",
+        "tcg",
+        "--qemu-image",
+        image.to_str().unwrap(),
+        "-j",
+        "2",
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The results a run left in `out`.
+pub fn results(out: &Path) -> bogie_reports::RunReport {
+    bogie_reports::jsonl::read_results_jsonl(out.join("reports/results.jsonl")).unwrap()
+}

@@ -37,6 +37,7 @@ fn spec(dir: &std::path::Path, id: &str, ignition: &str) -> MachineSpec {
         cpus: None,
         extra_disks: vec![],
         kernel_args: vec![],
+        tpm: false,
         may_outlive: false,
     }
 }
@@ -319,6 +320,7 @@ async fn unreachable_instances_are_a_classified_harness_failure() {
             ssh_timeout: Duration::from_secs(4),
             ssh_attempt_timeout: Duration::from_secs(2),
             settle_timeout: Duration::from_secs(5),
+            boot_watch: None,
         },
         keep: KeepPolicy::None,
         no_avc_checks: false,

@@ -51,6 +51,7 @@ fn spec(dir: &std::path::Path, id: &str) -> MachineSpec {
         cpus: None,
         extra_disks: vec![],
         kernel_args: vec![],
+        tpm: false,
         may_outlive: false,
     }
 }

@@ -51,6 +51,7 @@ fn ctx(p: Arc<dyn Platform>, out: &std::path::Path) -> AttemptContext {
             ssh_timeout: Duration::from_secs(20),
             ssh_attempt_timeout: Duration::from_secs(5),
             settle_timeout: Duration::from_secs(10),
+            boot_watch: None,
         },
         keep: KeepPolicy::None,
         no_avc_checks: false,

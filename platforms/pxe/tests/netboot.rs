@@ -91,6 +91,7 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
             cpus: None,
             extra_disks: vec![],
             kernel_args: vec![],
+            tpm: false,
             may_outlive: false,
         })
         .await

@@ -85,6 +85,8 @@ pub(crate) struct MachinePlan {
     /// QMP socket path (relative to QEMU's working directory, the machine dir, to stay short).
     pub qmp_socket: PathBuf,
     pub private_nic: Option<PrivateNic>,
+    /// The swtpm control socket of this machine's TPM 2.0 (relative to the machine dir).
+    pub tpm_socket: Option<PathBuf>,
     /// `--qemu-options`, appended last.
     pub extra_args: Vec<String>,
     /// `-incoming URI`: the machine starts paused and loads its state (a template's memory)
@@ -235,6 +237,21 @@ impl MachinePlan {
             "-device",
             "virtio-rng-pci,rng=rng0",
         ]);
+        if let Some(sock) = &self.tpm_socket {
+            // A TPM 2.0 in swtpm: TIS on the PC, its sysbus variant on arm64's `virt`.
+            let model = match self.arch {
+                Arch::Amd64 => "tpm-tis",
+                Arch::Arm64 => "tpm-tis-device",
+            };
+            push(&[
+                "-chardev",
+                &format!("socket,id=chrtpm,path={}", opt_path(sock)?),
+                "-tpmdev",
+                "emulator,id=tpm0,chardev=chrtpm",
+                "-device",
+                &format!("{model},tpmdev=tpm0"),
+            ]);
+        }
         push(&[
             "-chardev",
             &format!("file,id=console0,path={}", opt_path(&self.console)?),
@@ -289,6 +306,7 @@ mod tests {
                 mcast: "230.77.1.2:45000".parse().unwrap(),
                 mac: "52:54:00:77:05:0a".into(),
             }),
+            tpm_socket: None,
             extra_args: vec![],
             incoming: None,
         }

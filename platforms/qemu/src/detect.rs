@@ -92,6 +92,40 @@ pub fn disk_format(path: &Path) -> std::io::Result<&'static str> {
     })
 }
 
+/// The smallest raw disk image bogie boots: a partition table and one partition need more.
+pub const MIN_RAW_DISK_BYTES: u64 = 1 << 20;
+
+/// Why the file at `path` is not a disk image QEMU could boot, or `None` when it is one: a
+/// qcow2 file, or a raw disk of at least [`MIN_RAW_DISK_BYTES`] with an MBR boot signature
+/// (`55 AA` at byte 510) or a GPT header (`EFI PART` at LBA 1, 512- or 4096-byte sectors).
+/// A text file, an empty file or a directory is not one; without this check QEMU would
+/// boot it and the test would time out waiting for SSH.
+pub fn not_a_disk_image(path: &Path) -> std::io::Result<Option<String>> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Ok(Some("it is a directory".into()));
+    }
+    if meta.len() == 0 {
+        return Ok(Some("it is empty".into()));
+    }
+    if disk_format(path)? == "qcow2" {
+        return Ok(None);
+    }
+    if meta.len() < MIN_RAW_DISK_BYTES {
+        return Ok(Some(format!(
+            "it is {} bytes, too small for a raw disk (at least {MIN_RAW_DISK_BYTES})",
+            meta.len()
+        )));
+    }
+    let head = read_head(path, 4096 + 8)?;
+    let mbr = head.get(510..512) == Some(&[0x55, 0xaa][..]);
+    let gpt = [512, 4096]
+        .iter()
+        .any(|&at| head.get(at..at + 8) == Some(&b"EFI PART"[..]));
+    Ok((!mbr && !gpt)
+        .then(|| "it has no partition table (no MBR boot signature, no GPT header)".into()))
+}
+
 /// Reads the first `len` bytes of a file (fewer when it is shorter).
 pub(crate) fn read_head(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
@@ -211,6 +245,40 @@ mod tests {
         );
         assert_eq!(find_program("qemu-system-aarch64", None), None);
         assert_eq!(find_program(bin.to_str().unwrap(), None), Some(bin));
+    }
+
+    #[test]
+    fn only_qcow2_and_partitioned_raw_disks_are_disk_images() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = d.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let problem = |p: &Path| not_a_disk_image(p).unwrap();
+        assert_eq!(problem(&write("q", b"QFI\xfb\0\0\0\x03")), None);
+        let mut mbr = vec![0u8; 1 << 20];
+        mbr[510..512].copy_from_slice(&[0x55, 0xaa]);
+        assert_eq!(problem(&write("mbr", &mbr)), None);
+        for at in [512, 4096] {
+            let mut gpt = vec![0u8; 1 << 20];
+            gpt[at..at + 8].copy_from_slice(b"EFI PART");
+            assert_eq!(problem(&write("gpt", &gpt)), None, "GPT header at {at}");
+        }
+        assert_eq!(
+            problem(&write("empty", b"")).as_deref(),
+            Some("it is empty")
+        );
+        assert_eq!(
+            problem(&write("text", b"hello\n")).as_deref(),
+            Some("it is 6 bytes, too small for a raw disk (at least 1048576)")
+        );
+        assert_eq!(
+            problem(&write("zeros", &vec![0u8; 1 << 20])).as_deref(),
+            Some("it has no partition table (no MBR boot signature, no GPT header)")
+        );
+        assert_eq!(problem(d.path()).as_deref(), Some("it is a directory"));
+        assert!(not_a_disk_image(&d.path().join("missing")).is_err());
     }
 
     #[test]

@@ -162,6 +162,8 @@ pub(crate) struct PlatformInner {
     pub disk_format: String,
     pub boot: BootTemplate,
     pub fw_cfg_names: Vec<String>,
+    /// `swtpm` from `PATH`, when installed: machines that ask for a TPM get one.
+    pub swtpm: Option<PathBuf>,
 }
 
 /// The QEMU platform. Create it with [`QemuPlatform::new`], which validates everything
@@ -347,6 +349,7 @@ impl QemuPlatform {
                 disk_format,
                 boot,
                 fw_cfg_names,
+                swtpm: find_program("swtpm", path_var),
             }),
         })
     }
@@ -450,7 +453,9 @@ pub(crate) fn resolve_accel(
             match probe() {
                 Ok(()) => Ok(ResolvedAccel::Kvm),
                 Err(why) => {
-                    tracing::info!("KVM is not usable ({why}): using TCG");
+                    tracing::warn!(
+                        "KVM is not usable ({why}): using TCG, which is slower (--qemu-accel tcg or BOGIE_QEMU_ACCEL=tcg skips this check)"
+                    );
                     Ok(ResolvedAccel::Tcg)
                 }
             }
@@ -483,6 +488,9 @@ impl Platform for QemuPlatform {
         if self.inner.accel == ResolvedAccel::Kvm {
             c.insert("kvm".into());
         }
+        if self.inner.swtpm.is_some() {
+            c.insert("tpm".into());
+        }
         c
     }
 
@@ -492,6 +500,13 @@ impl Platform for QemuPlatform {
 
     fn supports_snapshots(&self) -> bool {
         true
+    }
+
+    fn boot_watch(&self) -> Option<bogie_harness::bootwatch::WatchLimits> {
+        Some(match self.inner.accel {
+            ResolvedAccel::Kvm => bogie_harness::bootwatch::WatchLimits::ACCELERATED,
+            ResolvedAccel::Tcg => bogie_harness::bootwatch::WatchLimits::EMULATED,
+        })
     }
 }
 

@@ -30,6 +30,11 @@ const MAX_MACHINES: u32 = 240;
 pub(crate) const QMP_SOCKET: &str = "qmp.sock";
 pub(crate) const OVERLAY: &str = "disk.qcow2";
 const QEMU_LOG: &str = "qemu.log";
+/// The machine's swtpm control socket (relative to the machine dir, to stay short).
+const SWTPM_SOCKET: &str = "swtpm.sock";
+/// swtpm's state directory and log, in the machine dir.
+const SWTPM_STATE: &str = "tpm";
+const SWTPM_LOG: &str = "swtpm.log";
 const CONSOLE: &str = "console.txt";
 const IGNITION: &str = "ignition.json";
 
@@ -441,6 +446,7 @@ async fn boot_machine(
             mcast,
             mac: mac.clone(),
         }),
+        tpm_socket: None,
         extra_args: p.opts.qemu_options.clone(),
         incoming: restore.as_ref().map(Restore::incoming_uri),
     };
@@ -449,6 +455,21 @@ async fn boot_machine(
     } else {
         Lifetime::TiedToBogie
     };
+    // Killed if this start fails (swtpm ends by itself only after QEMU has connected).
+    let mut swtpm = SwtpmGuard(match (spec.tpm, &p.swtpm) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(PlatformError::Input(format!(
+                "{}: the test needs a TPM, and swtpm is not installed (Debian packages swtpm, swtpm-tools)",
+                spec.id
+            )))
+        }
+        (true, Some(bin)) => {
+            let child = start_swtpm(bin, &dir, lifetime).await?;
+            plan.tpm_socket = Some(PathBuf::from(SWTPM_SOCKET));
+            Some(child)
+        }
+    });
     let log_path = dir.join(QEMU_LOG);
 
     for attempt in 1..=PORT_ATTEMPTS {
@@ -508,6 +529,7 @@ async fn boot_machine(
                     overlay: Mutex::new(plan.disk.clone()),
                     plan,
                     child: tokio::sync::Mutex::new(child),
+                    swtpm: Mutex::new(swtpm.0.take()),
                     qmp: tokio::sync::Mutex::new(Some(qmp)),
                     state: AtomicU8::new(RUNNING),
                 });
@@ -571,6 +593,70 @@ pub(crate) async fn machine_firmware(
             }
         }
     })
+}
+
+/// Starts the machine's TPM 2.0 emulator with its state in `<dir>/tpm` and waits for its
+/// control socket. It lives as QEMU does (`lifetime`) and ends itself once QEMU, its only
+/// client, disconnects.
+async fn start_swtpm(bin: &Path, dir: &Path, lifetime: Lifetime) -> Result<Child, PlatformError> {
+    let state = dir.join(SWTPM_STATE);
+    std::fs::create_dir_all(&state)
+        .map_err(|e| PlatformError::io(format!("creating {}", state.display()), e))?;
+    let log = dir.join(SWTPM_LOG);
+    let sock = dir.join(SWTPM_SOCKET);
+    let _ = std::fs::remove_file(&sock);
+    let mut cmd = Command::new(bin);
+    cmd.args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+        .arg(format!("dir={}", crate::cmdline::path_str(&state)?))
+        .args(["--ctrl", &format!("type=unixio,path={SWTPM_SOCKET}")])
+        .args([
+            "--log",
+            &format!("file={},level=1", crate::cmdline::path_str(&log)?),
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawn::spawn(cmd, lifetime)
+        .await
+        .map_err(|e| PlatformError::io(format!("starting {}", bin.display()), e))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(machine_err(format!(
+                "swtpm exited at start ({status}): {}",
+                tail(&log, 500)
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(machine_err(format!(
+                "swtpm did not create its socket within 10s: {}",
+                tail(&log, 500)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(child)
+}
+
+/// A swtpm that is killed when dropped, until handed to its machine.
+struct SwtpmGuard(Option<Child>);
+
+impl Drop for SwtpmGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// Stops a machine's swtpm (normally gone already: it ends with QEMU's connection).
+fn stop_swtpm(swtpm: &Mutex<Option<Child>>) {
+    if let Some(mut c) = swtpm.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.start_kill();
+        }
+    }
 }
 
 enum Startup {
@@ -643,6 +729,9 @@ pub struct QemuMachine {
     /// How it was started (what a restore from it must repeat).
     pub(crate) plan: MachinePlan,
     child: tokio::sync::Mutex<Option<Child>>,
+    /// The machine's TPM emulator, when it has one; it exits when QEMU lets go of its
+    /// socket (`--terminate`) and is killed at teardown in any case.
+    swtpm: Mutex<Option<Child>>,
     pub(crate) qmp: tokio::sync::Mutex<Option<Qmp>>,
     state: AtomicU8,
 }
@@ -761,6 +850,18 @@ impl Machine for QemuMachine {
         }
     }
 
+    async fn platform_log(&self) -> String {
+        // The file starts with the command line bogie ran; the rest is QEMU's own output.
+        let text = tokio::fs::read(self.dir.join(QEMU_LOG))
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        match text.split_once('\n') {
+            Some((_, rest)) => rest.to_string(),
+            None => String::new(),
+        }
+    }
+
     async fn is_running(&self) -> bool {
         match self.child.lock().await.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -809,6 +910,7 @@ impl Machine for QemuMachine {
             }
         }
         *self.qmp.lock().await = None;
+        stop_swtpm(&self.swtpm);
         self.remove_scratch();
         tracing::debug!(machine = %self.id, "destroyed");
         result
@@ -837,6 +939,11 @@ impl Machine for QemuMachine {
             Some(_) => return Err(machine_err(format!("{}: QEMU is not running", self.id))),
         }
         self.state.store(KEPT, Ordering::SeqCst);
+        // The TPM stays with the kept QEMU (it ends when `bogie down` stops QEMU): not
+        // killed when this handle is dropped.
+        if let Some(c) = self.swtpm.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            std::mem::forget(c);
+        }
         // Free the monitor for `bogie down` or a user.
         *self.qmp.lock().await = None;
         Ok(json!({
@@ -863,6 +970,7 @@ impl Drop for QemuMachine {
                 let _ = c.start_kill();
             }
         }
+        stop_swtpm(&self.swtpm);
         self.remove_scratch();
     }
 }

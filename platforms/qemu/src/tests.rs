@@ -370,6 +370,7 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
         cpus: None,
         extra_disks: vec![1],
         kernel_args: vec!["quiet".into()],
+        tpm: false,
         may_outlive: false,
     };
     let e = match cluster.new_machine(spec.clone()).await {

@@ -78,6 +78,7 @@ fn machine_spec(dir: &Path, id: &str, ignition: &str, may_outlive: bool) -> Mach
         cpus: None,
         extra_disks: vec![],
         kernel_args: vec![],
+        tpm: false,
         may_outlive,
     }
 }

@@ -31,21 +31,62 @@ pub enum StubError {
     Load(String),
 }
 
-/// The folder of published API descriptions: `$BOGIE_SPECS_DIR`, else `shared/specs` next
-/// to the workspace (`<workspace>/../shared/specs`). None (with the reason printed) when
-/// absent, so tests can skip with a clear message.
+/// The project's shared folder beside the workspace (`<workspace>/../shared`: the cloud
+/// API descriptions in `specs/`, research notes such as kola's test list), or
+/// `$BOGIE_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("BOGIE_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            docs::normalize(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+        })
+}
+
+/// Ends a test that cannot run for `reason` (libtest has no runtime skip): on CI (`CI` set
+/// and not empty) it fails, so a test that did not run never passes there; elsewhere it
+/// prints `SKIPPED: <test>: <reason>` to stderr and the caller returns. The test's name is
+/// its thread's, as libtest names it.
+pub fn skip_or_fail(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<test>");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{test} cannot run on CI: {reason}");
+    }
+    // Written past libtest's output capture (which only takes `eprintln!`), so the skip
+    // shows in a plain `cargo test`.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
+/// A file or folder under [`shared_dir`] a test needs, or `None` after [`skip_or_fail`]
+/// when it is absent.
+pub fn shared_path(rel: &str) -> Option<PathBuf> {
+    let p = shared_dir().join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        skip_or_fail(&format!(
+            "{} is absent (the project's shared folder; set BOGIE_SHARED_DIR)",
+            p.display()
+        ));
+        None
+    }
+}
+
+/// The folder of published API descriptions: `$BOGIE_SPECS_DIR`, else `specs` in
+/// [`shared_dir`]. `None` after [`skip_or_fail`] when absent.
 pub fn specs_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("BOGIE_SPECS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs"));
+        .unwrap_or_else(|| shared_dir().join("specs"));
     let dir = docs::normalize(&dir);
     if dir.join("README.md").is_file() || dir.join("gce").is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: the API descriptions are not at {} (set BOGIE_SPECS_DIR)",
+        skip_or_fail(&format!(
+            "the API descriptions are not at {} (set BOGIE_SPECS_DIR or BOGIE_SHARED_DIR)",
             dir.display()
-        );
+        ));
         None
     }
 }

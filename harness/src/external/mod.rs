@@ -1,0 +1,549 @@
+//! External tests, as coreos-assembler's `kola run -E DIR` runs them: executables kept in
+//! the OS's own repository under `DIR/tests/kola/`, with their metadata and Ignition config
+//! beside them, run on the machine as the systemd unit `kola-runext.service` without Rust
+//! or a rebuild of bogie.
+//!
+//! - [`discover`]: which files are tests and their names (`ext.<DIR>.<dirs>.<file>`).
+//! - [`meta`]: `kola.json` and the `# kola:` / `## kola:` headers.
+//! - [`load`]: both together, as registered [`Test`]s.
+//! - [`merge_shared_configs`]: non-exclusive tests get one merged config per bucket of
+//!   tests that do not conflict, so that bogie's sharing ([`crate::sharing`]) runs them
+//!   one after another on one machine, as kola does.
+//! - the test body (module `guest`): uploads the test and its data, runs the unit, follows
+//!   autopkgtest reboot requests.
+
+pub mod discover;
+mod guest;
+pub mod meta;
+mod tar;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::ignition::Config;
+use crate::select::Selected;
+use crate::sharing::conflict;
+use crate::test::Test;
+
+pub use discover::{discover, Discovery, Found};
+pub use meta::{Meta, MetaSource};
+
+/// The tag every external test carries (as in kola).
+pub const EXTERNAL_TAG: &str = "external";
+/// The unit an exclusive test runs as (non-exclusive ones: `kola-runext-N.service`).
+pub const UNIT: &str = "kola-runext.service";
+/// Where an exclusive test's data is on the machine (non-exclusive ones: `…-N`).
+pub const DATA_DEST: &str = "/var/opt/kola/extdata";
+
+/// Bad external tests: every one is an input error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// Metadata or a config that does not parse.
+    #[error("{}:{line}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tree or file bogie cannot use as it is.
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Two tests got the same name (two `-E` directories with one basename, or a lone
+    /// `test.sh` named like a file beside its directory).
+    #[error("two external tests are named {name}: {} and {}", first.display(), second.display())]
+    Duplicate {
+        /// The name.
+        name: String,
+        /// One executable.
+        first: PathBuf,
+        /// The other.
+        second: PathBuf,
+    },
+}
+
+/// What the test body needs to run one external test on its machine.
+#[derive(Debug, Clone)]
+pub struct ExternalTest {
+    /// The test's name (`KOLA_TEST`).
+    pub name: String,
+    /// The executable on this host, as found (`DIR/tests/kola/...`).
+    pub executable: PathBuf,
+    /// Data directories copied to [`ExternalTest::data_dest`], later ones over earlier:
+    /// the shared `tests/kola/data`, then the test's own `data`.
+    pub data: Vec<PathBuf>,
+    /// The systemd unit it runs as (`KOLA_UNIT`).
+    pub unit: String,
+    /// `KOLA_EXT_DATA` on the machine.
+    pub data_dest: String,
+    /// Whether it may ask for reboots (exclusive tests only, as in kola).
+    pub reboots: bool,
+}
+
+/// Loads the external tests of every `-E DIR` as registrable tests, in order. Warnings
+/// (a script without its execute bit, a broken link) are logged.
+pub fn load(dirs: &[PathBuf]) -> Result<Vec<Test>, ExternalError> {
+    let today = chrono::Utc::now().date_naive();
+    let mut out: Vec<(Test, PathBuf)> = Vec::new();
+    let mut shared_n = 0;
+    for dir in dirs {
+        let d = discover(dir)?;
+        for w in &d.warnings {
+            tracing::warn!("external tests: {w}");
+        }
+        for f in &d.tests {
+            let t = build(f, d.shared_data.as_deref(), today, &mut shared_n)?;
+            if let Some((_, first)) = out.iter().find(|(o, _)| o.name == t.name) {
+                return Err(ExternalError::Duplicate {
+                    name: t.name,
+                    first: first.clone(),
+                    second: f.executable.clone(),
+                });
+            }
+            out.push((t, f.executable.clone()));
+        }
+    }
+    Ok(out.into_iter().map(|(t, _)| t).collect())
+}
+
+/// The metadata that applies to `f`: its header's, else its directory's `kola.json`, else
+/// kola's defaults (the header replaces `kola.json` whole, it is not merged).
+pub fn metadata(f: &Found) -> Result<(Meta, MetaSource), ExternalError> {
+    let text = std::fs::read(&f.executable).map_err(|e| ExternalError::Io {
+        path: f.executable.clone(),
+        source: e,
+    })?;
+    if let Some(m) = meta::parse_header(&text, &f.executable)? {
+        return Ok(m);
+    }
+    match &f.kola_json {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ExternalError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
+            Ok((meta::parse_kola_json(&text, p)?, MetaSource::KolaJson))
+        }
+        None => Ok((Meta::default(), MetaSource::Defaults)),
+    }
+}
+
+fn build(
+    f: &Found,
+    shared_data: Option<&Path>,
+    today: chrono::NaiveDate,
+    shared_n: &mut usize,
+) -> Result<Test, ExternalError> {
+    let (meta, source) = metadata(f)?;
+    let meta_path = match source {
+        MetaSource::KolaJson => f.kola_json.clone().unwrap_or_default(),
+        _ => f.executable.clone(),
+    };
+    let bad_value = |reason: String| ExternalError::Malformed {
+        path: meta_path.clone(),
+        line: match source {
+            MetaSource::JsonHeader(l) | MetaSource::YamlHeader(l) => l,
+            _ => 1,
+        },
+        reason,
+    };
+    let mut unsupported = meta.unsupported(today).map_err(bad_value)?;
+    let exclusive = meta.exclusive.unwrap_or(true);
+    let (unit, data_dest) = if exclusive {
+        (UNIT.to_string(), DATA_DEST.to_string())
+    } else {
+        *shared_n += 1;
+        (
+            format!("kola-runext-{shared_n}.service"),
+            format!("{DATA_DEST}-{shared_n}"),
+        )
+    };
+    let mut data: Vec<PathBuf> = shared_data.map(Path::to_path_buf).into_iter().collect();
+    if let Some(own) = &f.data {
+        if !data.contains(own) {
+            data.push(own.clone());
+        }
+    }
+    let spec = Arc::new(ExternalTest {
+        name: f.name.clone(),
+        executable: f.executable.clone(),
+        data,
+        unit,
+        data_dest,
+        reboots: exclusive,
+    });
+    let mut t = Test::new(&f.name, move |c| guest::run(c, spec.clone())).distros(&[]);
+    t.tags.push(EXTERNAL_TAG.to_string());
+    meta.apply(&mut t).map_err(bad_value)?;
+    if t.description.is_empty() {
+        t.description = format!("external test {}", f.executable.display());
+    }
+    if let Some(p) = &f.config_ign {
+        t.config = Some(read_ignition(p)?);
+    } else if let Some(p) = &f.config_bu {
+        match which("butane") {
+            Some(butane) => {
+                let strict = meta.allow_config_warnings != Some(true);
+                t.config = Some(from_butane(&butane, p, strict)?);
+            }
+            None => unsupported.push(format!(
+                "{} (Butane needs the butane binary on the PATH)",
+                p.display()
+            )),
+        }
+    }
+    if !unsupported.is_empty() {
+        t.unsupported = Some(format!(
+            "not supported by bogie yet: {} (from {})",
+            unsupported.join(", "),
+            meta_path.display()
+        ));
+    }
+    Ok(t)
+}
+
+/// Reads a `config.ign` (any spec); errors name the file and line.
+fn read_ignition(p: &Path) -> Result<Config, ExternalError> {
+    let text = std::fs::read_to_string(p).map_err(|e| ExternalError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| ExternalError::Malformed {
+        path: p.to_path_buf(),
+        line: e.line().max(1),
+        reason: format!("malformed Ignition config: {e}"),
+    })?;
+    Config::from_value(value).map_err(|e| ExternalError::Malformed {
+        path: p.to_path_buf(),
+        line: 1,
+        reason: e.to_string(),
+    })
+}
+
+/// Translates a `config.bu` with the `butane` binary (its directory is `--files-dir`).
+fn from_butane(butane: &Path, p: &Path, strict: bool) -> Result<Config, ExternalError> {
+    let mut cmd = std::process::Command::new(butane);
+    if strict {
+        cmd.arg("--strict");
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        cmd.arg("--files-dir").arg(dir);
+    }
+    let invalid = |reason: String| ExternalError::Invalid {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let out = cmd
+        .arg(p)
+        .output()
+        .map_err(|e| invalid(format!("running butane: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(invalid(format!(
+            "butane: {}",
+            err.lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed")
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Config::from_json(&text).map_err(|e| invalid(format!("butane's output: {e}")))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Whether `t` is an external test that may share a machine.
+fn shares(t: &Test) -> bool {
+    t.has_tag(EXTERNAL_TAG) && t.non_exclusive && t.cluster_size == 1
+}
+
+/// Gives the non-exclusive external tests of a run their machines' configs, as kola does:
+/// they are put in buckets of tests that do not conflict and whose configs merge (spec 3,
+/// no file, directory, link, unit, user or group defined twice), and every test of a
+/// bucket gets the bucket's merged config, so that bogie's sharing runs them one after
+/// another on one machine. Buckets without any config are left as they are.
+pub fn merge_shared_configs(selected: &mut [Selected]) {
+    let mut buckets: Vec<(Vec<usize>, Option<Config>)> = Vec::new();
+    for i in 0..selected.len() {
+        let Selected::Run(t) = &selected[i] else {
+            continue;
+        };
+        if !shares(t) {
+            continue;
+        }
+        let fits = |(members, merged): &(Vec<usize>, Option<Config>)| {
+            members.iter().all(|&j| !conflict(selected[j].test(), t))
+                && match (merged, &t.config) {
+                    (Some(a), Some(b)) => mergeable(a, b),
+                    _ => true,
+                }
+        };
+        match buckets.iter().position(fits) {
+            Some(b) => {
+                let (members, merged) = &mut buckets[b];
+                members.push(i);
+                if let Some(c) = &t.config {
+                    *merged = Some(match merged.take() {
+                        Some(m) => merge(m, c),
+                        None => c.clone(),
+                    });
+                }
+            }
+            None => buckets.push((vec![i], t.config.clone())),
+        }
+    }
+    for (members, merged) in buckets {
+        let Some(merged) = merged else {
+            continue;
+        };
+        for i in members {
+            if let Selected::Run(t) = &mut selected[i] {
+                t.config = Some(merged.clone());
+            }
+        }
+    }
+}
+
+/// The entries Ignition allows once per config, as `section/key/field=value`.
+fn identities(c: &Config) -> Vec<String> {
+    const KEYED: &[(&str, &str, &str)] = &[
+        ("storage", "files", "path"),
+        ("storage", "directories", "path"),
+        ("storage", "links", "path"),
+        ("storage", "filesystems", "device"),
+        ("storage", "disks", "device"),
+        ("storage", "raid", "name"),
+        ("storage", "luks", "name"),
+        ("systemd", "units", "name"),
+        ("passwd", "users", "name"),
+        ("passwd", "groups", "name"),
+    ];
+    let mut out = Vec::new();
+    for (sec, key, field) in KEYED {
+        let Some(items) = c.as_value().pointer(&format!("/{sec}/{key}")) else {
+            continue;
+        };
+        for item in items.as_array().into_iter().flatten() {
+            if let Some(v) = item.get(*field).and_then(Value::as_str) {
+                out.push(format!("{sec}/{key}/{v}"));
+            }
+        }
+    }
+    out
+}
+
+fn spec_parts(c: &Config) -> Vec<u32> {
+    c.version()
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Whether two configs merge into one Ignition accepts: both spec 3, nothing defined twice.
+pub fn mergeable(a: &Config, b: &Config) -> bool {
+    if !a.is_v3() || !b.is_v3() {
+        return false;
+    }
+    let ia = identities(a);
+    !identities(b).iter().any(|x| ia.contains(x))
+}
+
+/// `a` and `b` in one config (arrays joined, the newer spec version).
+pub fn merge(a: Config, b: &Config) -> Config {
+    let version = if spec_parts(b) > spec_parts(&a) {
+        b.version().to_string()
+    } else {
+        a.version().to_string()
+    };
+    a.merge(b.as_value().clone())
+        .merge(serde_json::json!({ "ignition": { "version": version } }))
+}
+
+/// Writes `root/rel` with `mode`, making its directories (for the tests of this module).
+#[cfg(test)]
+pub(crate) fn write_test_file(root: &Path, rel: &str, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::write_test_file as write;
+
+    #[test]
+    fn loading_applies_metadata_configs_and_skips_what_bogie_cannot_honour() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("proj");
+        let k = p.join("tests/kola");
+        write(
+            &k,
+            "suite/kola.json",
+            r#"{"exclusive": false, "tags": "smoke"}"#,
+            0o644,
+        );
+        write(&k, "suite/a", "#!/bin/sh\n", 0o755);
+        write(
+            &k,
+            "suite/b",
+            "#!/bin/sh\n# kola: {\"tags\": \"own\"}\n",
+            0o755,
+        );
+        write(
+            &k,
+            "cfg/config.ign",
+            r#"{"ignition":{"version":"3.0.0"},"storage":{"files":[{"path":"/etc/x"}]}}"#,
+            0o644,
+        );
+        write(&k, "cfg/test.sh", "#!/bin/sh\n", 0o755);
+        write(
+            &k,
+            "nics",
+            "#!/bin/sh\n## kola:\n##   additionalNics: 2\n",
+            0o755,
+        );
+        let tests = load(std::slice::from_ref(&p)).unwrap();
+        let by = |n: &str| tests.iter().find(|t| t.name == n).unwrap();
+        let a = by("ext.proj.suite.a");
+        assert!(a.non_exclusive && a.has_tag("smoke") && a.has_tag(EXTERNAL_TAG));
+        assert!(
+            a.distros.is_empty(),
+            "external tests run on every distro by default"
+        );
+        let b = by("ext.proj.suite.b");
+        assert!(!b.non_exclusive, "a header replaces kola.json whole");
+        assert!(b.has_tag("own") && !b.has_tag("smoke"));
+        assert_eq!(
+            by("ext.proj.cfg").config.as_ref().unwrap().version(),
+            "3.0.0"
+        );
+        let nics = by("ext.proj.nics");
+        let why = nics.unsupported.as_deref().unwrap();
+        assert!(why.contains("additionalNics (2)"), "{why}");
+        assert!(a.unsupported.is_none());
+
+        // The same basename twice.
+        let other = tmp.path().join("again/proj");
+        write(&other, "tests/kola/suite/a", "#!/bin/sh\n", 0o755);
+        let e = load(&[p.clone(), other]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("two external tests are named ext.proj.suite.a"),
+            "{e}"
+        );
+        // A malformed config names its file and line.
+        write(&k, "cfg/config.ign", "{\n  \"ignition\": \n}", 0o644);
+        let e = load(&[p]).unwrap_err().to_string();
+        assert!(
+            e.contains("cfg/config.ign:3: malformed Ignition config"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn butane_configs_need_butane() {
+        if which("butane").is_some() {
+            eprintln!("skipped: butane is on the PATH here");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("proj");
+        write(
+            &p,
+            "tests/kola/bu/config.bu",
+            "variant: fcos\nversion: 1.4.0\n",
+            0o644,
+        );
+        write(&p, "tests/kola/bu/test.sh", "#!/bin/sh\n", 0o755);
+        let tests = load(&[p]).unwrap();
+        let why = tests[0].unsupported.as_deref().unwrap();
+        assert!(
+            why.contains("config.bu (Butane needs the butane binary"),
+            "{why}"
+        );
+    }
+
+    fn ext(name: &str, config: Option<Config>) -> Test {
+        let mut t = Test::new(name, |_c| async { Ok(()) }).non_exclusive();
+        t.tags.push(EXTERNAL_TAG.into());
+        t.config = config;
+        t
+    }
+
+    #[test]
+    fn non_exclusive_configs_merge_per_bucket() {
+        let f = |path: &str| Config::new().file(path, "x", 0o644);
+        let mut c = ext("ext.p.c", None);
+        c.conflicts = vec!["ext.p.a".into()];
+        let mut selected = vec![
+            Selected::Run(ext("ext.p.a", Some(f("/etc/a")))),
+            Selected::Run(ext("ext.p.b", Some(f("/etc/b")))),
+            Selected::Run(c),
+            Selected::Run(ext("ext.p.same-path", Some(f("/etc/a")))),
+            Selected::Run(ext("ext.p.none", None)),
+            Selected::Run(Test::new("cl.native", |_c| async { Ok(()) }).non_exclusive()),
+        ];
+        merge_shared_configs(&mut selected);
+        let files = |i: usize| -> Vec<String> {
+            selected[i]
+                .test()
+                .config
+                .as_ref()
+                .map(|c| {
+                    c.as_value()["storage"]["files"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f["path"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(files(0), vec!["/etc/a", "/etc/b"]);
+        assert_eq!(files(1), vec!["/etc/a", "/etc/b"]);
+        assert_eq!(
+            files(4),
+            vec!["/etc/a", "/etc/b"],
+            "no config: the bucket's"
+        );
+        // c conflicts with a; same-path cannot merge into a's bucket: both go to a second.
+        assert_eq!(files(2), vec!["/etc/a"]);
+        assert_eq!(files(3), vec!["/etc/a"]);
+        assert!(
+            selected[5].test().config.is_none(),
+            "native tests are left alone"
+        );
+        let v30 = Config::from_json(r#"{"ignition":{"version":"3.0.0"}}"#).unwrap();
+        assert_eq!(merge(v30, &Config::new()).version(), "3.3.0");
+        let v2 = Config::from_json(r#"{"ignition":{"version":"2.3.0"}}"#).unwrap();
+        assert!(!mergeable(&v2, &Config::new()));
+    }
+}

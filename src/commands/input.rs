@@ -1,0 +1,236 @@
+//! Checks of flags that need neither an image nor a platform, run before anything boots:
+//! kola flags bogie does not honour yet, `--ignition-version`, the test patterns, and where
+//! `--output-dir` and `--tapfile` write. Each failure is one line naming the flag (exit 2).
+
+use std::path::Path;
+
+use crate::cli::Global;
+use crate::input_error;
+
+/// Refuses kola flags that bogie parses but does not honour yet: a release script passing
+/// `--enable-secureboot` or `--update-payload` must not believe it tested what they ask
+/// for. (`--qemu-skip-mangle` and `--debug-systemd-unit` stay accepted: the first skips
+/// what bogie never does, kola itself ignores the second.) `--ignition-version` takes
+/// kola's values; only `v3`, the default, is honoured.
+pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
+    let c = &g.compat;
+    let given = [
+        ("--enable-secureboot", g.enable_secureboot),
+        (
+            "--qemu-grow-base-disk-by",
+            g.qemu.qemu_grow_base_disk_by.is_some(),
+        ),
+        ("--update-payload", c.update_payload.is_some()),
+        ("--torcx-manifest", c.torcx_manifest.is_some()),
+        ("--devcontainer-url", c.devcontainer_url.is_some()),
+        ("--devcontainer-file", c.devcontainer_file.is_some()),
+        (
+            "--devcontainer-binhost-url",
+            c.devcontainer_binhost_url.is_some(),
+        ),
+        ("--force-flatcar-key", c.force_flatcar_key),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+        return Err(input_error(format!("{flag} is not supported by bogie yet")));
+    }
+    match g.ignition_version.as_str() {
+        "v3" => Ok(()),
+        "v2" => Err(input_error(
+            "--ignition-version v2 is not supported by bogie yet (default configs are Ignition spec 3; v3 is the default)",
+        )),
+        other => Err(input_error(format!(
+            "--ignition-version {other:?}: kola's values are v2 and v3"
+        ))),
+    }
+}
+
+/// The test patterns with empty ones dropped, as kola does: Flatcar's `qemu.sh` passes
+/// `"${ovmf_vars:+--qemu-ovmf-vars=...}"`, an empty argument on BIOS runs. No pattern
+/// left means every test, as when none is given.
+pub fn patterns(given: &[String]) -> Vec<String> {
+    given.iter().filter(|p| !p.is_empty()).cloned().collect()
+}
+
+/// Checks `--output-dir` before anything boots: it is a directory bogie can write in, or
+/// it does not exist yet and its nearest existing parent is one (bogie creates it, as kola
+/// does).
+pub fn check_output_dir(g: &Global) -> anyhow::Result<()> {
+    let Some(d) = g.output_dir.as_deref() else {
+        return Ok(());
+    };
+    let mut existing = d;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let named = if existing == d {
+        "it".to_string()
+    } else {
+        existing.display().to_string()
+    };
+    match unwritable(existing, &named) {
+        Some(why) => Err(input_error(format!("--output-dir {}: {why}", d.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Checks `--tapfile` before anything boots: not a directory, and its directory exists
+/// (bogie does not create it, nor does kola) and is writable.
+pub fn check_tapfile(g: &Global) -> anyhow::Result<()> {
+    let Some(t) = g.tapfile.as_deref() else {
+        return Ok(());
+    };
+    let dir = match t.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let why = if t.is_dir() || t.to_string_lossy().ends_with('/') {
+        Some("it is a directory, not a file".to_string())
+    } else if !dir.exists() {
+        Some(format!(
+            "directory {} does not exist (bogie does not create it)",
+            dir.display()
+        ))
+    } else {
+        unwritable(dir, &dir.display().to_string())
+    };
+    match why {
+        Some(why) => Err(input_error(format!("--tapfile {}: {why}", t.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Why no file can be created in `dir` (called `named` in the reason), if none can.
+fn unwritable(dir: &Path, named: &str) -> Option<String> {
+    if !dir.is_dir() {
+        Some(format!("{named} is not a directory"))
+    } else if !can_create_in(dir) {
+        Some(format!("{named} is not writable"))
+    } else {
+        None
+    }
+}
+
+/// Whether a file can be created in `dir`: tried, since permission bits do not tell what
+/// root or a read-only mount may do. The probe file is removed at once.
+fn can_create_in(dir: &Path) -> bool {
+    tempfile::Builder::new()
+        .prefix(".bogie-write-probe")
+        .tempfile_in(dir)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn global(args: &[&str]) -> Global {
+        let mut argv = vec!["bogie"];
+        argv.extend_from_slice(args);
+        argv.push("list");
+        crate::cli::Cli::try_parse_from(argv).unwrap().global
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        refuse_unsupported(&global(args)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unhonoured_kola_flags_are_refused_by_name() {
+        assert!(refuse_unsupported(&global(&[])).is_ok());
+        assert!(refuse_unsupported(&global(&["--qemu-skip-mangle", "--basename=b"])).is_ok());
+        for (args, flag) in [
+            (&["--enable-secureboot"][..], "--enable-secureboot"),
+            (&["--qemu-grow-base-disk-by=5G"], "--qemu-grow-base-disk-by"),
+            (&["--update-payload=u.gz"], "--update-payload"),
+            (&["--torcx-manifest=t.json"], "--torcx-manifest"),
+            (&["--devcontainer-url=http://x"], "--devcontainer-url"),
+            (&["--devcontainer-file=d.bin"], "--devcontainer-file"),
+            (
+                &["--devcontainer-binhost-url=http://x"],
+                "--devcontainer-binhost-url",
+            ),
+            (&["--force-flatcar-key"], "--force-flatcar-key"),
+        ] {
+            assert_eq!(
+                refusal(args),
+                format!("{flag} is not supported by bogie yet")
+            );
+        }
+        assert!(refuse_unsupported(&global(&["--ignition-version=v3"])).is_ok());
+        assert!(refusal(&["--ignition-version=v2"])
+            .starts_with("--ignition-version v2 is not supported by bogie yet"));
+        assert_eq!(
+            refusal(&["--ignition-version=v9"]),
+            "--ignition-version \"v9\": kola's values are v2 and v3"
+        );
+    }
+
+    #[test]
+    fn empty_patterns_are_dropped() {
+        let p = |v: &[&str]| patterns(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&["", "cl.*", ""]), vec!["cl.*"]);
+        assert!(p(&[""]).is_empty());
+    }
+
+    #[test]
+    fn output_dir_and_tapfile_must_be_writable_places() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        let out = |p: &str| check_output_dir(&global(&["--output-dir", p]));
+        assert!(out(&s(d.path())).is_ok());
+        assert!(out(&s(&d.path().join("new/deeper"))).is_ok());
+        assert_eq!(
+            out(&s(&file)).unwrap_err().to_string(),
+            format!("--output-dir {}: it is not a directory", file.display())
+        );
+        assert_eq!(
+            out(&s(&file.join("sub"))).unwrap_err().to_string(),
+            format!(
+                "--output-dir {}: {} is not a directory",
+                file.join("sub").display(),
+                file.display()
+            )
+        );
+
+        let tap = |p: &str| check_tapfile(&global(&["--tapfile", p]));
+        assert!(tap(&s(&d.path().join("r.tap"))).is_ok());
+        assert!(tap(&s(&file)).is_ok(), "an existing file is replaced");
+        assert!(tap("relative.tap").is_ok());
+        assert_eq!(
+            tap(&s(d.path())).unwrap_err().to_string(),
+            format!(
+                "--tapfile {}: it is a directory, not a file",
+                d.path().display()
+            )
+        );
+        let missing = d.path().join("missing/r.tap");
+        assert_eq!(
+            tap(&s(&missing)).unwrap_err().to_string(),
+            format!(
+                "--tapfile {}: directory {} does not exist (bogie does not create it)",
+                missing.display(),
+                d.path().join("missing").display()
+            )
+        );
+        assert_eq!(
+            tap(&s(&file.join("r.tap"))).unwrap_err().to_string(),
+            format!(
+                "--tapfile {}: {} is not a directory",
+                file.join("r.tap").display(),
+                file.display()
+            )
+        );
+        // clap refuses an empty path itself.
+        assert!(crate::cli::Cli::try_parse_from(["bogie", "--tapfile", "", "list"]).is_err());
+        assert!(!d.path().join("missing").exists(), "nothing was created");
+    }
+}
