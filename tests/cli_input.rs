@@ -394,3 +394,89 @@ fn flatcar_qemu_sh_empty_argument_is_no_pattern() {
     );
     assert!(!tap.exists(), "nothing ran, no TAP was written");
 }
+
+/// `--qemu-accel` on a host whose KVM cannot run guests, faked by a `qemu-system-x86_64`
+/// that logs its arguments and never runs a guest: `kvm` is an input error naming the
+/// reason (the flag and `BOGIE_QEMU_ACCEL` alike), `auto` falls back to TCG with one
+/// warning, `tcg` never probes.
+#[test]
+fn qemu_accel_kvm_refuses_a_host_that_cannot_run_guests_and_tcg_never_probes() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let bin = d.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = d.path().join("calls.log");
+    // The probe (a `-bios` ROM under KVM) waits for a guest that never prints; a machine
+    // start exits at once.
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >>{}\ncase \"$*\" in *'-accel kvm'*) exec sleep 30;; esac\nexit 1\n",
+        calls.display()
+    );
+    let fake = bin.join("qemu-system-x86_64");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let disk = raw_disk(d.path());
+    let out = d.path().join("out");
+    let args = |accel: Option<&str>| {
+        let mut a = vec![
+            "run".to_string(),
+            "-p".into(),
+            "qemu".into(),
+            "--board".into(),
+            "amd64-usr".into(),
+            "--qemu-image".into(),
+            disk.display().to_string(),
+            "--output-dir".into(),
+            out.display().to_string(),
+        ];
+        if let Some(accel) = accel {
+            a.extend(["--qemu-accel".into(), accel.into()]);
+        }
+        a.push("cl.basic".into());
+        a
+    };
+    let go = |accel: Option<&str>, env: Option<&str>| {
+        let mut c = bogie();
+        c.args(args(accel))
+            .env("PATH", &path)
+            .env_remove("BOGIE_QEMU_ACCEL");
+        if let Some(e) = env {
+            c.env("BOGIE_QEMU_ACCEL", e);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    for (flag, env) in [(Some("kvm"), None), (None, Some("kvm"))] {
+        let (code, err) = go(flag, env);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains("--qemu-accel kvm: KVM is not usable: "),
+            "{err}"
+        );
+    }
+
+    let _ = std::fs::remove_file(&calls);
+    let (code, err) = go(Some("tcg"), None);
+    assert_eq!(code, 1, "the fake QEMU cannot boot the machine: {err}");
+    assert!(!err.contains("KVM is not usable"), "{err}");
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(!log.contains("-accel kvm"), "tcg probed KVM: {log}");
+    assert!(log.contains("-accel tcg"), "{log}");
+
+    // auto: a device that is missing or refuses fails the ioctl check before QEMU runs;
+    // one that accepts gets the probe guest, which never prints. TCG either way, with
+    // one warning.
+    let (code, err) = go(None, None);
+    assert_eq!(code, 1, "{err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("KVM is not usable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("using TCG"), "{err}");
+}
