@@ -34,6 +34,10 @@ fn kola_names() -> Option<Vec<String>> {
 }
 
 #[test]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 fn registers_at_least_140_of_kolas_150_flatcar_tests() {
     let Some(names) = kola_names() else {
         return;

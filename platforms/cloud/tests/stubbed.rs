@@ -83,6 +83,10 @@ fn gc_opts(basename: &str) -> GcOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn azure_create_console_destroy_gc() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(AzureFake::new("arm-token-0123456789"));
@@ -201,6 +205,10 @@ async fn azure_create_console_destroy_gc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn azure_in_a_users_resource_group_deletes_only_its_own() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(AzureFake::new("tok-abcdef"));
@@ -260,6 +268,10 @@ async fn azure_in_a_users_resource_group_deletes_only_its_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn gce_create_console_destroy_gc() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(GceFake::new("ya29.gce-token-xyz"));
@@ -333,6 +345,10 @@ async fn gce_create_console_destroy_gc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn equinix_create_console_destroy_gc() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(EquinixFake::new("metal-key-0987654321"));
@@ -403,6 +419,10 @@ async fn equinix_create_console_destroy_gc() {
 /// A request the description does not allow fails the machine, with the stub's reason
 /// (here a zone name GCE's path pattern rejects), and the stub records it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn a_request_the_description_rejects_fails_the_machine() {
     let Some(dir) = specs_dir() else { return };
     let fake = Arc::new(GceFake::new("tok-123456"));
@@ -459,6 +479,10 @@ mod axum_headers {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn credentials_never_appear_in_errors() {
     let Some(dir) = specs_dir() else { return };
     let stub = Stub::start(

@@ -9,6 +9,10 @@ use serde_json::json;
 const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
 #[test]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 fn descriptions_load_with_the_operations_bogie_uses() {
     let Some(dir) = specs_dir() else { return };
     let az = bogie_specstub::azure(&dir).unwrap();
@@ -50,6 +54,10 @@ fn descriptions_load_with_the_operations_bogie_uses() {
 }
 
 #[test]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 fn requests_are_checked_against_the_description() {
     let Some(dir) = specs_dir() else { return };
     let az = bogie_specstub::azure(&dir).unwrap();
@@ -195,6 +203,10 @@ fn requests_are_checked_against_the_description() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    bogie_shared_absent,
+    ignore = "../shared is absent (set BOGIE_SHARED_DIR)"
+)]
 async fn the_stub_rejects_a_bad_body_and_serves_a_good_one() {
     let Some(dir) = specs_dir() else { return };
     let spec = Arc::new(bogie_specstub::azure(&dir).unwrap());
