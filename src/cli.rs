@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::parse::parse_duration;
+
 /// bogie: boots container-OS images (Flatcar, Fedora CoreOS style) on QEMU, clouds and bare
 /// metal, runs kola's tests over SSH and writes JUnit, TAP, kola JSON and failure matrices.
 ///
@@ -138,8 +140,8 @@ pub struct QemuArgs {
     /// skip; accepted and changes nothing.
     #[arg(long, global = true)]
     pub qemu_skip_mangle: bool,
-    /// kola's "grow each machine's disk by this much" (e.g. `5G`); not supported by bogie
-    /// yet: refused.
+    /// Grow each machine's primary disk by this much (kola's flag: bytes, or `5G`, `512M`;
+    /// 1024-based): its qcow2 overlay is made bigger than the image's disk.
     #[arg(long, global = true)]
     pub qemu_grow_base_disk_by: Option<String>,
     /// Memory per machine in MiB (default 1024; at least 256).
@@ -197,7 +199,7 @@ pub enum Command {
     /// Measure bogie against baselines taken in the same run and print the ratios:
     /// harness overhead, snapshot start vs cold boot, machine boots per test, parallel
     /// efficiency, scale. Slow (boots many machines); see docs/benchmarks.md.
-    Bench(crate::commands::bench::BenchArgs),
+    Bench(BenchArgs),
     /// Delete what crashed runs left on a cloud (`-p aws|azure|gce|equinix`): resources
     /// tagged with --basename and created longer ago than --older-than.
     Gc(crate::cli_cloud::GcArgs),
@@ -484,6 +486,43 @@ pub struct SpawnArgs {
     /// A private key given here becomes the run's key instead of a fresh ephemeral one.
     #[arg(long)]
     pub key: Vec<PathBuf>,
+    /// Give each machine a TPM 2.0 (swtpm), as a test that requires `tpm` gets.
+    #[arg(long)]
+    pub tpm: bool,
+    /// An extra disk in coreos-assembler's syntax: `5G`, `1G:4k`, `5G:mpath`,
+    /// `2G:channel=nvme,serial=data` (options: channel=virtio|nvme|scsi, 4k, 512e, mpath,
+    /// serial=NAME, wwn=N). Repeatable; found in the guest as /dev/disk/by-id/*<serial>.
+    #[arg(long = "add-disk", alias = "disk", value_name = "SPEC", value_parser = parse_disk_spec)]
+    pub add_disk: Vec<bogie_harness::platform::DiskSpec>,
+    /// The primary disk's minimum size in GiB (`20G` or `20`), as coreos-assembler's
+    /// `minDisk`.
+    #[arg(long, value_name = "SIZE", value_parser = parse_gib)]
+    pub primary_disk: Option<u32>,
+    /// Additional user-mode NICs (MACs 52:55:00:d1:56:00, :01, ...), as
+    /// coreos-assembler's `--additional-nics`.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub additional_nics: u32,
+    /// Kernel arguments for every boot (direct-kernel images), as one string.
+    #[arg(long, alias = "kernel-args", value_name = "ARGS")]
+    pub kargs: Option<String>,
+    /// Kernel arguments for the first boot only (direct-kernel images), as one string.
+    #[arg(long, alias = "first-boot-kernel-args", value_name = "ARGS")]
+    pub firstbootkargs: Option<String>,
+}
+
+fn parse_disk_spec(s: &str) -> Result<bogie_harness::platform::DiskSpec, String> {
+    bogie_harness::platform::DiskSpec::parse(s)
+}
+
+/// `20G` or `20`: whole GiB, at least 1.
+fn parse_gib(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    t.strip_suffix('G')
+        .unwrap_or(t)
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size in GiB such as 20G"))
 }
 
 /// `bogie down`.
@@ -495,22 +534,32 @@ pub struct DownArgs {
     pub run_dir: PathBuf,
 }
 
-/// Parses `10s`, `5m`, `2h`, `90` (seconds).
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = s.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num.trim().parse().ok()?;
-    (v >= 0.0).then(|| std::time::Duration::from_secs_f64(v * mult))
+/// `bogie bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmarks to run (repeatable; default all): overhead, snapshot, boots, parallel,
+    /// scale.
+    #[arg(long = "only", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Tests of the scale benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub scale_tests: usize,
+    /// Tests of the parallel-efficiency benchmark.
+    #[arg(long, default_value_t = 4)]
+    pub parallel_tests: usize,
+    /// Restores timed by the snapshot benchmark (their median counts).
+    #[arg(long, default_value_t = 3)]
+    pub restores: usize,
+    /// Catalog tests of the boots benchmark (repeatable; default a selection that runs on
+    /// the test image).
+    #[arg(long = "catalog", value_name = "TEST")]
+    pub catalog: Vec<String>,
+    /// Keep the runs' output here (default: a temporary directory, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Internal: run the scale workload with N tests in this process and print JSON.
+    #[arg(long, hide = true, value_name = "N")]
+    pub scale_child: Option<usize>,
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ fn init_tracing(g: &cli::Global) {
         .or_else(|_| EnvFilter::try_new(&level))
         .unwrap_or_else(|_| EnvFilter::new("warn"));
     // Never let the cloud SDKs' debug logs (identities, signed requests) into the output.
-    let filter = bogie::cli_cloud::quiet_cloud_sdks(filter);
+    let filter = bogie::cloud::quiet_cloud_sdks(filter);
     // Colours only on a terminal (and never with NO_COLOR): a log file or CI capture gets
     // plain text.
     use std::io::IsTerminal;

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bogie_harness::schedule::Event;
+
+use crate::host::{same_file, which};
 use bogie_reports::{RunReport, Status, TestResult};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -340,10 +342,7 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
             println!("  {test} {id}:");
             println!("    {ssh}");
         }
-        println!(
-            "tear them down with: {}",
-            crate::commands::spawn::teardown_command(out)
-        );
+        println!("tear them down with: {}", teardown_command(out));
     }
     println!(
         "{} passed, {} failed, {} flaky, {} skipped, {} warned",
@@ -353,6 +352,24 @@ pub fn print_summary(report: &RunReport, out: &Path, key_path: &Path) {
         "reports: {}",
         out.join("reports").join("junit.xml").display()
     );
+}
+
+/// The command line that tears down the machines kept under `out_dir`: `bogie down DIR`,
+/// naming this binary by its path when it is not the `bogie` found on the PATH.
+pub fn teardown_command(out_dir: &Path) -> String {
+    let dir = bogie_harness::text::shell_quote(&out_dir.display().to_string());
+    let exe = std::env::current_exe().ok();
+    let on_path = exe.as_ref().is_some_and(|e| {
+        e.file_name().is_some_and(|n| n == "bogie")
+            && which("bogie").is_some_and(|p| same_file(&p, e))
+    });
+    match exe {
+        Some(e) if !on_path && e.file_name().is_some_and(|n| n == "bogie") => format!(
+            "{} down {dir}",
+            bogie_harness::text::shell_quote(&e.display().to_string())
+        ),
+        _ => format!("bogie down {dir}"),
+    }
 }
 
 #[cfg(test)]
@@ -375,5 +392,11 @@ mod tests {
         assert_eq!(fmt_duration(Duration::from_secs(42)), "42s");
         assert_eq!(fmt_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(fmt_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn teardown_names_bogie_down() {
+        let t = teardown_command(Path::new("/tmp/run dir"));
+        assert!(t.ends_with(" down '/tmp/run dir'"), "{t}");
     }
 }

@@ -304,7 +304,6 @@ fn kola_flags_bogie_does_not_honour_are_refused() {
     let image = format!("--qemu-image={}", disk.display());
     for flags in [
         &["--enable-secureboot"][..],
-        &["--qemu-grow-base-disk-by", "5G"],
         &["--update-payload=tmp/flatcar_test_update.gz"],
         &["--torcx-manifest=/w/torcx_manifest.json"],
         &["--devcontainer-url", "http://bincache/dev.bin"],
@@ -319,6 +318,13 @@ fn kola_flags_bogie_does_not_honour_are_refused() {
             args.extend_from_slice(flags);
             assert_eq!(refused(&args, &[]), line);
         }
+    }
+    // --qemu-grow-base-disk-by is honoured: a value that is not a size is refused up front.
+    for cmd in ["run", "spawn"] {
+        refused(
+            &[cmd, image.as_str(), "--qemu-grow-base-disk-by", "lots"],
+            &["error: --qemu-grow-base-disk-by \"lots\" is not a size"],
+        );
     }
     // --qemu-skip-mangle skips what bogie never does: accepted, the run goes on.
     refused(

@@ -12,33 +12,7 @@ use std::time::{Duration, Instant};
 use bogie_reports::FailureClass;
 
 use crate::platform::Machine;
-
-/// How long a console may stay silent while a machine boots, per accelerator speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchLimits {
-    /// A console with no output at all for this long: the guest never ran (accelerator,
-    /// firmware) or writes elsewhere (the kernel's `console=`).
-    pub empty_console: Duration,
-    /// A console that printed something and then nothing for this long, with SSH not up.
-    pub stalled_console: Duration,
-    /// How often the console and log are read.
-    pub poll: Duration,
-}
-
-impl WatchLimits {
-    /// Limits for a hardware-accelerated guest (KVM).
-    pub const ACCELERATED: WatchLimits = WatchLimits {
-        empty_console: Duration::from_secs(60),
-        stalled_console: Duration::from_secs(150),
-        poll: Duration::from_secs(1),
-    };
-    /// Limits for an emulated guest (TCG), several times slower.
-    pub const EMULATED: WatchLimits = WatchLimits {
-        empty_console: Duration::from_secs(150),
-        stalled_console: Duration::from_secs(300),
-        poll: Duration::from_secs(1),
-    };
-}
+pub use crate::platform::WatchLimits;
 
 /// A machine that cannot come up, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,7 +95,7 @@ const REBOOT_LOOP_BOOTS: usize = 3;
 pub fn scan(console: &str, log: &str) -> Option<BootFailure> {
     let mut previous = String::new();
     for line in console.lines() {
-        let clean = crate::checks::strip_ansi(line);
+        let clean = crate::text::strip_ansi(line);
         for (needle, class, what) in CONSOLE_SIGNS {
             if clean.contains(needle) {
                 let line = clean.trim();
@@ -194,7 +168,7 @@ pub fn judge_silence(
             format!(
                 "the console stopped for {}s before SSH came up (last line: {})",
                 limits.stalled_console.as_secs(),
-                crate::checks::strip_ansi(last).trim()
+                crate::text::strip_ansi(last).trim()
             ),
         ));
     }

@@ -4,10 +4,12 @@
 
 use std::sync::OnceLock;
 
-use bogie_reports::FailureClass;
+use bogie_reports::{Failure, FailureClass};
 use regex::Regex;
 
+use crate::failure::make_failure;
 use crate::test::TestFlags;
+pub use crate::text::strip_ansi;
 
 /// One console check.
 #[derive(Debug)]
@@ -53,6 +55,8 @@ fn check(
 }
 
 /// Every check, in kola's order.
+///
+/// Long on purpose: one table entry per check; splitting it would only scatter the table.
 pub fn checks() -> &'static [ConsoleCheck] {
     static CHECKS: OnceLock<Vec<ConsoleCheck>> = OnceLock::new();
     CHECKS.get_or_init(|| {
@@ -244,12 +248,50 @@ pub fn scan(text: &str, opts: ScanOptions) -> Vec<CheckMatch> {
     out
 }
 
-/// Removes ANSI colour escapes (systemd colours its status lines on the console).
-pub fn strip_ansi(s: &str) -> String {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("valid"))
-        .replace_all(s, "")
-        .into_owned()
+/// A check's match on one machine's console or journal, found while collecting.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The match.
+    pub found: CheckMatch,
+    /// The machine's id.
+    pub machine: String,
+    /// `console` or `journal`.
+    pub source: &'static str,
+}
+
+/// The checks phase: as kola does, console and journal problems fail a test even when its
+/// body passed (unless it skipped). An assertion failure takes the first hit's class and
+/// signature (a kernel, SELinux or unit problem usually explains it); every failure gets
+/// the hits as its excerpt.
+pub fn judge(failure: &mut Option<Failure>, hits: &[Hit], skipped: bool) {
+    let Some(first) = hits.first() else { return };
+    if skipped {
+        return;
+    }
+    let mut excerpt = String::new();
+    for h in hits.iter().take(20) {
+        excerpt.push_str(&format!(
+            "{} {}:{}: {}\n",
+            h.machine, h.source, h.found.line_no, h.found.line
+        ));
+    }
+    match failure.as_mut() {
+        Some(f) if f.class == FailureClass::Assertion || f.class == FailureClass::Timeout => {
+            if f.class == FailureClass::Assertion {
+                f.class = first.found.class;
+                f.signature = bogie_reports::triage::signature(&first.found.line);
+            }
+            f.push_excerpt(&excerpt);
+        }
+        Some(f) => f.push_excerpt(&excerpt),
+        None => {
+            let msg = format!(
+                "found {} on machine {}: {}",
+                first.found.desc, first.source, first.found.line
+            );
+            *failure = Some(make_failure(first.found.class, &msg, &excerpt));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use globset::GlobMatcher;
 use serde::Deserialize;
 
 use crate::arch::Arch;
-use crate::select::glob;
+use crate::pattern::{glob, platform_matches};
 
 /// coreos-assembler's special pattern that silences console warnings instead of naming tests.
 pub const SKIP_CONSOLE_WARNINGS: &str = "skip-console-warnings";
@@ -217,7 +217,7 @@ impl Denylist {
                 && !e
                     .platforms
                     .iter()
-                    .any(|p| crate::select::platform_matches(p, &cx.platform))
+                    .any(|p| platform_matches(p, &cx.platform))
             {
                 continue;
             }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
-use crate::test::Version;
+use crate::version::Version;
 
 /// The manifest `ci/build-test-image` writes beside the disk. Paths are relative to the
 /// manifest's directory.

@@ -16,7 +16,7 @@ use bogie_reports::{Status, TestResult};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::admission::Admission;
-use crate::cluster::Phase;
+use crate::bringup::Phase;
 use crate::runner::{run_attempt_with, AttemptContext, AttemptExtras};
 use crate::select::Selected;
 use crate::sharing::{plan_units, Lease};
@@ -108,14 +108,104 @@ pub async fn run_all(
     opts: ScheduleOptions,
     events: mpsc::UnboundedSender<Event>,
 ) -> Vec<TestResult> {
-    let platform = ctx.platform.name().to_string();
-    let arch = ctx.env.arch.as_str().to_string();
+    let names = Names {
+        platform: ctx.platform.name().to_string(),
+        arch: ctx.env.arch.as_str().to_string(),
+    };
+    let (mut results, mut runnable) = report_skips(selected, &names, &events);
+    order(&mut runnable, &opts.durations);
+    let mut units = plan_units(
+        runnable,
+        opts.parallel,
+        &opts.durations,
+        opts.share_machines,
+        ctx.memory_mb,
+    );
+    let (templates, worth) = plan_templates(&ctx, &units, &opts);
+    if templates.is_some() {
+        crate::plan::cold_boots_first(&mut units, &worth, &opts.durations, ctx.memory_mb);
+    }
+    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let ctx = Arc::new(ctx);
+    let opts = Arc::new(opts);
+    let names = Arc::new(names);
+    let mut set = tokio::task::JoinSet::new();
+    // Units are admitted one by one in order, so longest-first holds under any limit.
+    for unit in units {
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        let reservation = match &opts.admission {
+            Some(gate) if !ctx.cancel.is_cancelled() => {
+                let need = memory_need_mib(&unit[0], ctx.memory_mb, opts.default_memory_mb);
+                gate.admit(need, &ctx.cancel).await
+            }
+            _ => None,
+        };
+        if ctx.cancel.is_cancelled() {
+            for t in &unit {
+                let r = interrupted(t, &names.platform, &names.arch);
+                let _ = events.send(Event::Finished(Box::new(r.clone())));
+                results.push(r);
+            }
+            continue;
+        }
+        let shared = UnitShared {
+            ctx: ctx.clone(),
+            opts: opts.clone(),
+            events: events.clone(),
+            names: names.clone(),
+            templates: templates.clone(),
+            worth: worth.clone(),
+        };
+        set.spawn(async move {
+            let _permit = permit;
+            let _reservation = reservation;
+            run_unit(shared, unit).await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(r) => results.extend(r),
+            Err(e) => tracing::error!(error = %e, "a test task panicked"),
+        }
+    }
+    if let Some(t) = templates {
+        t.cleanup();
+    }
+    results
+}
+
+/// The platform and architecture names results carry.
+struct Names {
+    platform: String,
+    arch: String,
+}
+
+/// What every unit's task shares with the others.
+struct UnitShared {
+    ctx: Arc<AttemptContext>,
+    opts: Arc<ScheduleOptions>,
+    events: mpsc::UnboundedSender<Event>,
+    names: Arc<Names>,
+    templates: Option<Arc<Templates>>,
+    worth: Arc<HashSet<String>>,
+}
+
+/// Reports the skipped tests at once; returns their results and the tests to run.
+fn report_skips(
+    selected: Vec<Selected>,
+    names: &Names,
+    events: &mpsc::UnboundedSender<Event>,
+) -> (Vec<TestResult>, Vec<Test>) {
     let mut results = Vec::new();
     let mut runnable = Vec::new();
     for s in selected {
         match s {
             Selected::Skip(t, reason) => {
-                let mut r = TestResult::skipped(&t.name, &platform, &arch, reason);
+                let mut r = TestResult::skipped(&t.name, &names.platform, &names.arch, reason);
                 r.tags = t.tags.clone();
                 let _ = events.send(Event::Finished(Box::new(r.clone())));
                 results.push(r);
@@ -123,18 +213,19 @@ pub async fn run_all(
             Selected::Run(t) => runnable.push(t),
         }
     }
-    order(&mut runnable, &opts.durations);
-    let units = plan_units(
-        runnable,
-        opts.parallel,
-        &opts.durations,
-        opts.share_machines,
-        ctx.memory_mb,
-    );
-    // Templates pay off for configs that more than one unit boots.
+    (results, runnable)
+}
+
+/// The run's snapshot templates, when they pay off: for configs that more than one unit
+/// boots (those configs are returned too), on a platform that supports snapshots.
+fn plan_templates(
+    ctx: &AttemptContext,
+    units: &[Vec<Test>],
+    opts: &ScheduleOptions,
+) -> (Option<Arc<Templates>>, Arc<HashSet<String>>) {
     let mut per_config: HashMap<String, usize> = HashMap::new();
-    for u in &units {
-        if let Some(k) = crate::snapshot::test_template_key(&u[0], ctx.memory_mb) {
+    for u in units {
+        if let Some(k) = crate::plan::test_template_key(&u[0], ctx.memory_mb) {
             *per_config.entry(k).or_default() += 1;
         }
     }
@@ -148,87 +239,48 @@ pub async fn run_all(
             opts.stats.clone(),
         )
     });
-    let worth: Arc<HashSet<String>> = Arc::new(
-        per_config
-            .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|(k, _)| k)
-            .collect(),
-    );
-    let mut units = units;
-    if templates.is_some() {
-        crate::snapshot::cold_boots_first(&mut units, &worth, &opts.durations, ctx.memory_mb);
-    }
-    let sem = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let ctx = Arc::new(ctx);
-    let opts = Arc::new(opts);
-    let mut set = tokio::task::JoinSet::new();
-    // Units are admitted one by one in order, so longest-first holds under any limit.
-    for unit in units {
-        let t = &unit[0];
-        let permit = sem
-            .clone()
-            .acquire_owned()
+    let worth = per_config
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    (templates, Arc::new(worth))
+}
+
+/// Runs one unit's tests in order, handing a shared machine from one to the next; the
+/// last lease is released.
+async fn run_unit(s: UnitShared, unit: Vec<Test>) -> Vec<TestResult> {
+    let (ctx, names) = (&s.ctx, &s.names);
+    let mut lease: Option<Lease> = None;
+    let mut out = Vec::with_capacity(unit.len());
+    for (i, t) in unit.iter().enumerate() {
+        let r = if ctx.cancel.is_cancelled() {
+            interrupted(t, &names.platform, &names.arch)
+        } else {
+            let templates = s.templates.clone().filter(|_| {
+                crate::plan::test_template_key(t, ctx.memory_mb)
+                    .is_some_and(|k| s.worth.contains(&k))
+            });
+            let reuse = i + 1 < unit.len();
+            let extras = (templates, &mut lease, reuse);
+            run_test(
+                ctx,
+                t,
+                &s.opts,
+                &s.events,
+                &names.platform,
+                &names.arch,
+                extras,
+            )
             .await
-            .expect("semaphore never closes");
-        let reservation = match &opts.admission {
-            Some(gate) if !ctx.cancel.is_cancelled() => {
-                let need = memory_need_mib(t, ctx.memory_mb, opts.default_memory_mb);
-                gate.admit(need, &ctx.cancel).await
-            }
-            _ => None,
         };
-        if ctx.cancel.is_cancelled() {
-            for t in &unit {
-                let r = interrupted(t, &platform, &arch);
-                let _ = events.send(Event::Finished(Box::new(r.clone())));
-                results.push(r);
-            }
-            continue;
-        }
-        let ctx = ctx.clone();
-        let opts = opts.clone();
-        let events = events.clone();
-        let platform = platform.clone();
-        let arch = arch.clone();
-        let templates = templates.clone();
-        let worth = worth.clone();
-        set.spawn(async move {
-            let _permit = permit;
-            let _reservation = reservation;
-            let mut lease: Option<Lease> = None;
-            let mut out = Vec::with_capacity(unit.len());
-            for (i, t) in unit.iter().enumerate() {
-                let r = if ctx.cancel.is_cancelled() {
-                    interrupted(t, &platform, &arch)
-                } else {
-                    let templates = templates.clone().filter(|_| {
-                        crate::snapshot::test_template_key(t, ctx.memory_mb)
-                            .is_some_and(|k| worth.contains(&k))
-                    });
-                    let reuse = i + 1 < unit.len();
-                    let extras = (templates, &mut lease, reuse);
-                    run_test(&ctx, t, &opts, &events, &platform, &arch, extras).await
-                };
-                let _ = events.send(Event::Finished(Box::new(r.clone())));
-                out.push(r);
-            }
-            if let Some(l) = lease.take() {
-                l.release().await;
-            }
-            out
-        });
+        let _ = s.events.send(Event::Finished(Box::new(r.clone())));
+        out.push(r);
     }
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(r) => results.extend(r),
-            Err(e) => tracing::error!(error = %e, "a test task panicked"),
-        }
+    if let Some(l) = lease.take() {
+        l.release().await;
     }
-    if let Some(t) = templates {
-        t.cleanup();
-    }
-    results
+    out
 }
 
 fn interrupted(t: &Test, platform: &str, arch: &str) -> TestResult {
@@ -271,46 +323,14 @@ async fn run_test(
                 phase: p,
             });
         });
-        // A panic in a test body must not lose other results: run the attempt in its own task.
-        let outcome = {
-            let ctx = ctx.clone();
-            let t2 = t.clone();
-            let extras = AttemptExtras {
-                templates: templates.clone(),
-                lease: lease.take(),
-                reuse,
-                stats: opts.stats.clone(),
-            };
-            tokio::spawn(async move { run_attempt_with(&ctx, &t2, number, phase, extras).await })
-                .await
+        let extras = AttemptExtras {
+            templates: templates.clone(),
+            lease: lease.take(),
+            reuse,
+            stats: opts.stats.clone(),
         };
-        let outcome = match outcome {
-            Ok((o, handed_over)) => {
-                *lease = handed_over;
-                o
-            }
-            Err(e) => {
-                let msg = format!("the test panicked: {e}");
-                crate::runner::AttemptOutcome {
-                    attempt: bogie_reports::Attempt {
-                        number,
-                        passed: false,
-                        started: chrono::Utc::now(),
-                        duration: Duration::ZERO,
-                        failure: Some(crate::runner::make_failure(
-                            bogie_reports::FailureClass::Assertion,
-                            &msg,
-                            "",
-                        )),
-                        output: String::new(),
-                        machines: Vec::new(),
-                        subtests: Vec::new(),
-                    },
-                    skipped: None,
-                    kept: 0,
-                }
-            }
-        };
+        let (outcome, handed_over) = attempt_in_task(ctx, t, number, phase, extras).await;
+        *lease = handed_over;
         if let Some(reason) = outcome.skipped {
             let mut r = TestResult::skipped(&t.name, platform, arch, reason);
             r.attempts = vec![outcome.attempt];
@@ -345,18 +365,7 @@ async fn run_test(
         });
         number += 1;
     }
-    let last_passed = attempts.last().is_some_and(|a| a.passed);
-    let status = if last_passed {
-        if attempts.len() == 1 {
-            Status::Pass
-        } else {
-            Status::Flaky
-        }
-    } else if opts.warn_only.contains(&t.name) {
-        Status::Warn
-    } else {
-        Status::Fail
-    };
+    let status = final_status(&attempts, opts.warn_only.contains(&t.name));
     TestResult {
         name: t.name.clone(),
         status,
@@ -365,6 +374,63 @@ async fn run_test(
         arch: arch.to_string(),
         attempts,
         tags: t.tags.clone(),
+    }
+}
+
+/// Runs one attempt in its own task, so that a panic in a test body loses no other
+/// results: a panic is that attempt's (assertion) failure.
+async fn attempt_in_task(
+    ctx: &AttemptContext,
+    t: &Test,
+    number: u32,
+    phase: Box<dyn Fn(Phase) + Send + Sync>,
+    extras: AttemptExtras,
+) -> (crate::runner::AttemptOutcome, Option<Lease>) {
+    let ctx = ctx.clone();
+    let t = t.clone();
+    let joined =
+        tokio::spawn(async move { run_attempt_with(&ctx, &t, number, phase, extras).await }).await;
+    match joined {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("the test panicked: {e}");
+            let outcome = crate::runner::AttemptOutcome {
+                attempt: bogie_reports::Attempt {
+                    number,
+                    passed: false,
+                    started: chrono::Utc::now(),
+                    duration: Duration::ZERO,
+                    failure: Some(crate::failure::make_failure(
+                        bogie_reports::FailureClass::Assertion,
+                        &msg,
+                        "",
+                    )),
+                    output: String::new(),
+                    machines: Vec::new(),
+                    subtests: Vec::new(),
+                },
+                skipped: None,
+                kept: 0,
+            };
+            (outcome, None)
+        }
+    }
+}
+
+/// A test's status from its attempts: passed first time, flaky (passed on a rerun), a
+/// denylist `warn`, or failed.
+fn final_status(attempts: &[bogie_reports::Attempt], warn_only: bool) -> Status {
+    let last_passed = attempts.last().is_some_and(|a| a.passed);
+    if last_passed {
+        if attempts.len() == 1 {
+            Status::Pass
+        } else {
+            Status::Flaky
+        }
+    } else if warn_only {
+        Status::Warn
+    } else {
+        Status::Fail
     }
 }
 
@@ -393,8 +459,8 @@ mod run_order_tests {
     //! start in follows a previous run's durations, with and without snapshots and sharing.
 
     use super::*;
-    use crate::cluster::BringUp;
     use crate::instant::InstantPlatform;
+    use crate::machine::BringUp;
     use crate::runner::KeepPolicy;
     use crate::ssh::SshKey;
     use crate::{Platform, TestEnv, TestFlags};

@@ -2,14 +2,13 @@
 //! reason. Globs (`cl.*`) as kola matches them, platform/arch/distro/channel/offering lists,
 //! version ranges, tags (`--tag T`, `--tag '!T'`, `needs-internet` with `--no-net`,
 //! `platform-independent`), the image's capabilities, then the denylist. Sharding
-//! ([`crate::shard`]) applies to the result.
+//! (`shard.rs`) applies to the result.
 
 use std::collections::BTreeSet;
 
-use globset::{GlobBuilder, GlobMatcher};
-
 use crate::arch::Arch;
 use crate::denylist::{Resolved, Verdict};
+pub use crate::pattern::{glob, platform_matches, SelectError};
 use crate::test::{Test, Version};
 
 /// coreos-assembler's tag for tests that need the internet (skipped with `--no-net`).
@@ -67,34 +66,6 @@ impl Selected {
     }
 }
 
-/// Bad selection input.
-#[derive(Debug, thiserror::Error)]
-pub enum SelectError {
-    /// A pattern is not a valid glob.
-    #[error("invalid test pattern {pattern:?}: {reason}")]
-    BadPattern {
-        /// The pattern.
-        pattern: String,
-        /// Why.
-        reason: String,
-    },
-    /// A pattern matched no registered test.
-    #[error("unknown test {0:?} (see `bogie list`)")]
-    Unknown(String),
-}
-
-/// Compiles a kola-style glob (`*` matches dots too, as Go's filepath.Match with no `/`).
-pub fn glob(pattern: &str) -> Result<GlobMatcher, SelectError> {
-    GlobBuilder::new(pattern)
-        .literal_separator(false)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| SelectError::BadPattern {
-            pattern: pattern.to_string(),
-            reason: e.to_string(),
-        })
-}
-
 fn is_glob(p: &str) -> bool {
     p.contains(['*', '?', '['])
 }
@@ -140,11 +111,19 @@ pub fn select(tests: &[Test], f: &Filter) -> Result<Vec<Selected>, SelectError> 
     Ok(out)
 }
 
-/// Why a test does not run under `f`, or None when it runs.
+/// Why a test does not run under `f`, or None when it runs: the test's own exclusion,
+/// then where it runs, its version range (unless `exact`), then tags and capabilities.
 pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
     if let Some(why) = &t.unsupported {
         return Some(why.clone());
     }
+    target_mismatch(t, f)
+        .or_else(|| (!exact).then(|| version_mismatch(t, f)).flatten())
+        .or_else(|| unmet_needs(t, f))
+}
+
+/// The platform, architecture, distro, channel or offering the test does not run on.
+fn target_mismatch(t: &Test, f: &Filter) -> Option<String> {
     if !t.platforms.is_empty() && !t.platforms.iter().any(|p| platform_matches(p, &f.platform)) {
         return Some(format!(
             "platform {} not in the test's platforms ({})",
@@ -192,24 +171,32 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
             return Some(format!("offering {off} not in the test's offerings"));
         }
     }
-    if !exact {
-        if let Some(v) = f.version {
-            if let Some(min) = t.min_version {
-                if v < min {
-                    return Some(format!(
-                        "image version {v} is older than the test's minimum {min}"
-                    ));
-                }
+    None
+}
+
+/// The image version outside the test's range.
+fn version_mismatch(t: &Test, f: &Filter) -> Option<String> {
+    if let Some(v) = f.version {
+        if let Some(min) = t.min_version {
+            if v < min {
+                return Some(format!(
+                    "image version {v} is older than the test's minimum {min}"
+                ));
             }
-            if let Some(end) = t.end_version {
-                if v >= end {
-                    return Some(format!(
-                        "image version {v} is at or past the test's end version {end}"
-                    ));
-                }
+        }
+        if let Some(end) = t.end_version {
+            if v >= end {
+                return Some(format!(
+                    "image version {v} is at or past the test's end version {end}"
+                ));
             }
         }
     }
+    None
+}
+
+/// A tag or capability the test needs that the run does not give.
+fn unmet_needs(t: &Test, f: &Filter) -> Option<String> {
     if f.no_net && t.has_tag(NEEDS_INTERNET) {
         return Some("needs-internet: --no-net was given".to_string());
     }
@@ -252,13 +239,6 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
         ));
     }
     None
-}
-
-/// kola: tests listing `qemu` also run on `qemu-unpriv` and the reverse (bogie's qemu is
-/// unprivileged).
-pub fn platform_matches(listed: &str, platform: &str) -> bool {
-    listed == platform
-        || (matches!(listed, "qemu" | "qemu-unpriv") && matches!(platform, "qemu" | "qemu-unpriv"))
 }
 
 #[cfg(test)]

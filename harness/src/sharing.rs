@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use globset::Glob;
 
-use crate::cluster::TestMachine;
+use crate::machine::TestMachine;
 use crate::platform::Cluster;
 use crate::test::Test;
 
@@ -29,16 +29,25 @@ pub const SHARED_DIR: &str = "shared";
 
 /// The key under which tests may share a machine; None when `t` may not share.
 pub fn share_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
-    if !t.non_exclusive || t.cluster_size != 1 || t.needs_first_boot {
+    if !t.non_exclusive
+        || t.cluster_size != 1
+        || t.needs_first_boot
+        // The next test would not see the first boot.
+        || !t.first_boot_kernel_args.is_empty()
+    {
         return None;
     }
     Some(format!(
-        "user={:?};nokey={};mem={:?};disks={:?};kargs={:?};cfg={}",
+        "user={:?};nokey={};mem={:?};disks={:?};primary={:?};nics={};kargs={:?};firstboot={:?};tpm={};cfg={}",
         t.default_user,
         t.flags.no_ssh_key_in_user_data,
         t.min_memory_mb.or(run_memory_mb),
         t.extra_disks,
+        t.primary_disk_gib,
+        t.extra_nics,
         t.kernel_args,
+        t.first_boot_kernel_args,
+        crate::plan::needs_tpm(t),
         t.config
             .as_ref()
             .map(|c| c.render())
@@ -172,6 +181,14 @@ impl Lease {
             tracing::warn!(machine = self.machine.id(), error = %e, "shared machine teardown failed");
         }
     }
+}
+
+/// Where the console and journal of a shared machine's current test begin.
+pub(crate) struct SliceFrom {
+    /// Console bytes written before the test.
+    pub(crate) console_offset: usize,
+    /// The journal cursor the test's journal follows.
+    pub(crate) journal_cursor: Option<String>,
 }
 
 #[cfg(test)]

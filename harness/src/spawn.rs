@@ -12,10 +12,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{BringUp, ClusterState, Phase, TestCluster, TestEnv, TestMachine};
+use crate::bringup::{ClusterState, Phase};
+use crate::cluster::TestCluster;
+use crate::env::TestEnv;
+use crate::failure::UnitFailure;
 use crate::ignition::Config;
-use crate::platform::{Cluster, ClusterSpec, Platform};
-use crate::runner::UnitFailure;
+use crate::machine::{BringUp, TestMachine};
+use crate::platform::{Cluster, ClusterSpec, DiskSpec, Platform};
 use crate::ssh::SshKey;
 
 /// The name of the cluster (and its directory under the run directory) of spawned machines.
@@ -42,11 +45,60 @@ pub struct SpawnOptions {
     pub bring_up: BringUp,
     /// Memory per machine (platform default when None).
     pub memory_mb: Option<u32>,
+    /// The machines' shape, as a test's would be: extra disks, primary disk size, extra
+    /// NICs, kernel arguments, TPM (the fields of [`crate::platform::MachineSpec`] of the
+    /// same names).
+    pub shape: MachineShape,
     /// Whether the machines may outlive bogie (`--detach`, `--remove=false`); only such
     /// machines can be kept.
     pub may_outlive: bool,
     /// Cancels the bring-up (Ctrl-C).
     pub cancel: CancellationToken,
+}
+
+/// What a spawned machine has beyond the platform's defaults (`bogie spawn --disk`,
+/// `--primary-disk`, `--nics`, `--kernel-arg`, `--first-boot-kernel-arg`, `--tpm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachineShape {
+    /// Extra disks.
+    pub extra_disks: Vec<DiskSpec>,
+    /// The primary disk's minimum size in GiB.
+    pub primary_disk_gib: Option<u32>,
+    /// Additional user-mode NICs.
+    pub extra_nics: u32,
+    /// Kernel arguments for every boot.
+    pub kernel_args: Vec<String>,
+    /// Kernel arguments for the first boot only.
+    pub first_boot_kernel_args: Vec<String>,
+    /// A TPM 2.0.
+    pub tpm: bool,
+}
+
+impl MachineShape {
+    /// The capabilities a platform must provide for this shape (what a test with these
+    /// needs would require), for refusing a spawn the platform cannot honour.
+    pub fn requires(&self) -> Vec<&'static str> {
+        let mut r = Vec::new();
+        if !self.extra_disks.is_empty() {
+            r.push("extra-disk");
+        }
+        if self.extra_disks.iter().any(|d| d.multipath) {
+            r.push("multipath");
+        }
+        if self.primary_disk_gib.is_some() {
+            r.push("primary-disk-size");
+        }
+        if self.extra_nics > 0 {
+            r.push("extra-nic");
+        }
+        if !self.kernel_args.is_empty() || !self.first_boot_kernel_args.is_empty() {
+            r.push("kernel-args");
+        }
+        if self.tpm {
+            r.push("tpm");
+        }
+        r
+    }
 }
 
 /// A machine that was kept running: where to reach it and how it is torn down.
@@ -131,9 +183,12 @@ pub async fn spawn_machines(
         machine_seq: Mutex::new(0),
         phase: Box::new(phase),
         default_memory_mb: opts.memory_mb,
-        extra_disks: Vec::new(),
-        kernel_args: Vec::new(),
-        tpm: false,
+        extra_disks: opts.shape.extra_disks.clone(),
+        primary_disk_gib: opts.shape.primary_disk_gib,
+        extra_nics: opts.shape.extra_nics,
+        kernel_args: opts.shape.kernel_args.clone(),
+        first_boot_kernel_args: opts.shape.first_boot_kernel_args.clone(),
+        tpm: opts.shape.tpm,
         no_ssh_key: false,
         extra_keys: opts.extra_keys.clone(),
     });

@@ -11,60 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::arch::Arch;
 use crate::cluster::TestCluster;
 use crate::ignition::Config;
+use crate::platform::DiskSpec;
+pub use crate::version::Version;
 
 /// The body of a test.
 pub type TestBody =
     Arc<dyn Fn(TestCluster) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
-
-/// A Flatcar-style version, `MAJOR.MINOR.PATCH` (a `+build` suffix is ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Version {
-    /// Major (the Flatcar build number, e.g. 4799).
-    pub major: u32,
-    /// Minor (channel-specific).
-    pub minor: u32,
-    /// Patch.
-    pub patch: u32,
-}
-
-impl Version {
-    /// A version from its parts.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Version {
-            major,
-            minor,
-            patch,
-        }
-    }
-
-    /// Parses `4799.0.0`, `4799.0.0+nightly-123`, `3913.0.1`, `4799` or `4799.1`.
-    pub fn parse(s: &str) -> Option<Version> {
-        let core = s.trim().split(['+', '-']).next()?;
-        let mut it = core.split('.');
-        let major = it.next()?.parse().ok()?;
-        let minor = it.next().map(str::parse).transpose().ok()?.unwrap_or(0);
-        let patch = it.next().map(str::parse).transpose().ok()?.unwrap_or(0);
-        if it.next().is_some() {
-            return None;
-        }
-        Some(Version::new(major, minor, patch))
-    }
-
-    /// Like [`Version::parse`], but returns None for empty strings and strings that are not
-    /// versions (a test image's Debian version is still parsed by its numeric prefix).
-    pub fn parse_lenient(s: &str) -> Option<Version> {
-        if s.is_empty() {
-            return None;
-        }
-        Version::parse(s)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
 
 /// kola's test flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,10 +90,17 @@ pub struct Test {
     pub needs_first_boot: bool,
     /// Memory per machine in MiB, when more than the platform default is needed.
     pub min_memory_mb: Option<u32>,
-    /// Extra empty disks per machine (GiB each).
-    pub extra_disks: Vec<u32>,
-    /// Extra kernel arguments for direct kernel boot.
+    /// Extra empty disks per machine (size, interface, sectors, serial, multipath).
+    pub extra_disks: Vec<DiskSpec>,
+    /// The primary disk's minimum size in GiB (coreos-assembler's `minDisk`).
+    pub primary_disk_gib: Option<u32>,
+    /// Additional user-mode NICs per machine (MACs from [`crate::platform::extra_nic_mac`]).
+    pub extra_nics: u32,
+    /// Extra kernel arguments for direct kernel boot, every boot.
     pub kernel_args: Vec<String>,
+    /// Extra kernel arguments for the first boot only (coreos-assembler's
+    /// `appendFirstbootKernelArgs`).
+    pub first_boot_kernel_args: Vec<String>,
     /// The SSH user (kola's `DefaultUser`), `core` when None.
     pub default_user: Option<String>,
     /// coreos-assembler's `requiredTag`: the test runs only when `--tag` names this tag.
@@ -195,7 +154,10 @@ impl Test {
             needs_first_boot: false,
             min_memory_mb: None,
             extra_disks: Vec::new(),
+            primary_disk_gib: None,
+            extra_nics: 0,
             kernel_args: Vec::new(),
+            first_boot_kernel_args: Vec::new(),
             default_user: None,
             required_tag: None,
             unsupported: None,
@@ -308,15 +270,50 @@ impl Test {
         self.min_memory_mb = Some(mb);
         self
     }
-    /// Extra empty disks (GiB each).
+    /// Extra empty virtio disks (GiB each).
     pub fn extra_disks(mut self, gib: &[u32]) -> Self {
-        self.extra_disks = gib.to_vec();
+        self.extra_disks = gib.iter().map(|g| DiskSpec::new(*g)).collect();
         self
     }
-    /// Extra kernel arguments.
+    /// Extra disks with their interface, sectors and serial; adds the `extra-disk`
+    /// requirement.
+    pub fn disks(mut self, disks: &[DiskSpec]) -> Self {
+        self.extra_disks = disks.to_vec();
+        self.require("extra-disk");
+        self
+    }
+    /// The primary disk's minimum size in GiB; adds the `primary-disk-size` requirement.
+    pub fn primary_disk_gib(mut self, gib: u32) -> Self {
+        self.primary_disk_gib = Some(gib);
+        self.require("primary-disk-size");
+        self
+    }
+    /// Additional user-mode NICs; adds the `extra-nic` requirement.
+    pub fn extra_nics(mut self, n: u32) -> Self {
+        self.extra_nics = n;
+        if n > 0 {
+            self.require("extra-nic");
+        }
+        self
+    }
+    /// Extra kernel arguments for every boot; adds the `kernel-args` requirement.
     pub fn kernel_args(mut self, args: &[&str]) -> Self {
         self.kernel_args = args.iter().map(|s| s.to_string()).collect();
+        self.require("kernel-args");
         self
+    }
+    /// Extra kernel arguments for the first boot only; adds the `kernel-args` requirement.
+    /// Such a machine always boots cold (no snapshot template).
+    pub fn first_boot_kernel_args(mut self, args: &[&str]) -> Self {
+        self.first_boot_kernel_args = args.iter().map(|s| s.to_string()).collect();
+        self.require("kernel-args");
+        self
+    }
+    /// Adds a required capability unless the test already requires it.
+    pub(crate) fn require(&mut self, capability: &str) {
+        if !self.requires.iter().any(|r| r == capability) {
+            self.requires.push(capability.to_string());
+        }
     }
     /// The SSH user.
     pub fn default_user(mut self, u: &str) -> Self {
@@ -333,23 +330,6 @@ impl Test {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_parse_and_order() {
-        assert_eq!(Version::parse("4799.0.0"), Some(Version::new(4799, 0, 0)));
-        assert_eq!(
-            Version::parse("3913.0.1+nightly-2024"),
-            Some(Version::new(3913, 0, 1))
-        );
-        assert_eq!(Version::parse("3033"), Some(Version::new(3033, 0, 0)));
-        assert_eq!(
-            Version::parse("12.5+bogie.abc"),
-            Some(Version::new(12, 5, 0))
-        );
-        assert!(Version::parse("abc").is_none());
-        assert!(Version::new(3913, 0, 1) > Version::new(3913, 0, 0));
-        assert!(Version::parse_lenient("").is_none());
-    }
 
     #[test]
     fn builder_splits_excludes() {

@@ -32,10 +32,11 @@ use bogie_harness::{
     TestFlags,
 };
 use bogie_reports::{RunInfo, RunReport, Status};
-use clap::{Args, Parser};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{BenchArgs, Cli, Command};
+use crate::options::{BenchOptions, RunOptions};
 
 /// The commands the overhead benchmark runs, in bogie's test and over the system `ssh`.
 const OVERHEAD_COMMANDS: [&str; 3] = [
@@ -59,34 +60,6 @@ const CATALOG: &[&str] = &[
 
 const ALL: [&str; 5] = ["overhead", "snapshot", "boots", "parallel", "scale"];
 
-/// `bogie bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Benchmarks to run (repeatable; default all): overhead, snapshot, boots, parallel,
-    /// scale.
-    #[arg(long = "only", value_name = "NAME")]
-    pub only: Vec<String>,
-    /// Tests of the scale benchmark.
-    #[arg(long, default_value_t = 10_000)]
-    pub scale_tests: usize,
-    /// Tests of the parallel-efficiency benchmark.
-    #[arg(long, default_value_t = 4)]
-    pub parallel_tests: usize,
-    /// Restores timed by the snapshot benchmark (their median counts).
-    #[arg(long, default_value_t = 3)]
-    pub restores: usize,
-    /// Catalog tests of the boots benchmark (repeatable; default a selection that runs on
-    /// the test image).
-    #[arg(long = "catalog", value_name = "TEST")]
-    pub catalog: Vec<String>,
-    /// Keep the runs' output here (default: a temporary directory, removed at the end).
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Internal: run the scale workload with N tests in this process and print JSON.
-    #[arg(long, hide = true, value_name = "N")]
-    pub scale_child: Option<usize>,
-}
-
 /// One measured ratio.
 struct Figure {
     name: &'static str,
@@ -97,36 +70,16 @@ struct Figure {
 }
 
 /// Runs the benchmarks; returns 0 (the figures are information, not a gate).
-pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
+pub async fn bench(g: &BenchOptions) -> anyhow::Result<u8> {
+    let args = &g.args;
     if let Some(n) = args.scale_child {
         let r = scale_workload(n).await?;
         println!("{}", r.to_json());
         return Ok(0);
     }
-    let want: Vec<&str> = if args.only.is_empty() {
-        ALL.to_vec()
-    } else {
-        for o in &args.only {
-            if !ALL.contains(&o.as_str()) {
-                return Err(crate::input_error(format!(
-                    "--only {o:?}: expected one of {}",
-                    ALL.join(", ")
-                )));
-            }
-        }
-        args.only.iter().map(String::as_str).collect()
-    };
+    let want = chosen(args)?;
     let needs_qemu = want.iter().any(|w| *w != "scale");
-    let image = match (&g.qemu.qemu_image, std::env::var_os("BOGIE_TEST_IMAGE")) {
-        (Some(p), _) => Some(p.clone()),
-        (None, Some(p)) => Some(PathBuf::from(p)),
-        (None, None) if needs_qemu => {
-            return Err(crate::input_error(
-                "bogie bench needs the test image: pass --qemu-image (or set BOGIE_TEST_IMAGE)",
-            ))
-        }
-        (None, None) => None,
-    };
+    let image = test_image(g, needs_qemu)?;
     let tmp;
     let work = match &args.work_dir {
         Some(d) => {
@@ -154,10 +107,10 @@ pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         let started = Instant::now();
         let f = match w {
             "overhead" => overhead(g, image.as_deref().expect("checked"), &work).await,
-            "snapshot" => snapshot(g, image.as_deref().expect("checked"), &work, &args).await,
-            "boots" => boots(g, image.as_deref().expect("checked"), &work, &args).await,
-            "parallel" => parallel(g, image.as_deref().expect("checked"), &work, &args).await,
-            "scale" => scale(&args).await,
+            "snapshot" => snapshot(g, image.as_deref().expect("checked"), &work, args).await,
+            "boots" => boots(g, image.as_deref().expect("checked"), &work, args).await,
+            "parallel" => parallel(g, image.as_deref().expect("checked"), &work, args).await,
+            "scale" => scale(args).await,
             _ => unreachable!("checked"),
         };
         match f {
@@ -179,9 +132,44 @@ pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         }
     }
     println!("\n{}\n", host_line(&accel));
+    print_table(&figures);
+    Ok(0)
+}
+
+/// The benchmarks `--only` names (all by default); an unknown name is an input error.
+fn chosen(args: &BenchArgs) -> anyhow::Result<Vec<&str>> {
+    if args.only.is_empty() {
+        return Ok(ALL.to_vec());
+    }
+    for o in &args.only {
+        if !ALL.contains(&o.as_str()) {
+            return Err(crate::input_error(format!(
+                "--only {o:?}: expected one of {}",
+                ALL.join(", ")
+            )));
+        }
+    }
+    Ok(args.only.iter().map(String::as_str).collect())
+}
+
+/// The test image: `--qemu-image`, else `BOGIE_TEST_IMAGE`; an input error when a chosen
+/// benchmark boots QEMU and there is none.
+fn test_image(g: &BenchOptions, needs_qemu: bool) -> anyhow::Result<Option<PathBuf>> {
+    match (&g.image, std::env::var_os("BOGIE_TEST_IMAGE")) {
+        (Some(p), _) => Ok(Some(p.clone())),
+        (None, Some(p)) => Ok(Some(PathBuf::from(p))),
+        (None, None) if needs_qemu => Err(crate::input_error(
+            "bogie bench needs the test image: pass --qemu-image (or set BOGIE_TEST_IMAGE)",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The figures as the Markdown table `docs/benchmarks.md` keeps.
+fn print_table(figures: &[Figure]) {
     println!("| benchmark | ratio | goal | measured |");
     println!("|---|---|---|---|");
-    for f in &figures {
+    for f in figures {
         println!(
             "| {} | **{:.3}** | {}{} | {} |",
             f.name,
@@ -191,7 +179,6 @@ pub async fn bench(g: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             f.detail
         );
     }
-    Ok(0)
 }
 
 fn load_average() -> String {
@@ -229,7 +216,7 @@ fn host_line(accel: &str) -> String {
 }
 
 /// Parses a `bogie` command line (the bench's own runs).
-fn parse(g: &Global, image: &Path, out: &Path, j: &str, run: &[&str]) -> anyhow::Result<Cli> {
+fn parse(g: &BenchOptions, image: &Path, out: &Path, j: &str, run: &[&str]) -> anyhow::Result<Cli> {
     let mut argv: Vec<String> = vec!["bogie".into(), "-p".into(), "qemu".into()];
     argv.extend(["--qemu-image".into(), image.display().to_string()]);
     argv.extend(["--output-dir".into(), out.display().to_string()]);
@@ -237,10 +224,10 @@ fn parse(g: &Global, image: &Path, out: &Path, j: &str, run: &[&str]) -> anyhow:
     if let Some(b) = &g.board {
         argv.extend(["--board".into(), b.clone()]);
     }
-    if let Some(m) = g.qemu.qemu_memory {
+    if let Some(m) = g.memory_mb {
         argv.extend(["--qemu-memory".into(), m.to_string()]);
     }
-    argv.extend(["--qemu-accel".into(), g.qemu.qemu_accel.to_string()]);
+    argv.extend(["--qemu-accel".into(), g.accel.to_string()]);
     argv.push("run".into());
     argv.extend(run.iter().map(|s| s.to_string()));
     Cli::try_parse_from(argv).context("building a bench command line")
@@ -248,7 +235,7 @@ fn parse(g: &Global, image: &Path, out: &Path, j: &str, run: &[&str]) -> anyhow:
 
 /// Runs `bogie run` in this process; returns its wall time, report and machine counts.
 async fn bogie_run(
-    g: &Global,
+    g: &BenchOptions,
     image: &Path,
     out: &Path,
     j: &str,
@@ -262,7 +249,8 @@ async fn bogie_run(
     };
     let stats = Arc::new(BootStats::default());
     let t = Instant::now();
-    super::run_counted(&cli.global, args, registry, stats.clone()).await?;
+    let opts = RunOptions::from_flags(&cli.global, args)?;
+    super::run::run(&opts, registry, stats.clone()).await?;
     let wall = t.elapsed();
     let report = bogie_reports::jsonl::read_results_jsonl(out.join("reports/results.jsonl"))?;
     Ok((wall, report, stats.counts()))
@@ -300,15 +288,15 @@ fn bench_registry(parallel_tests: usize) -> anyhow::Result<Registry> {
 }
 
 fn qemu_platform(
-    g: &Global,
+    g: &BenchOptions,
     image: &Path,
     parallel: usize,
 ) -> anyhow::Result<bogie_platform_qemu::QemuPlatform> {
     let info = ImageInfo::load(image).map_err(|e| crate::input_error(e.to_string()))?;
-    let arch = super::resolve_arch(g, Some(&info))?;
+    let arch = g.arch_for(&info);
     let mut o = bogie_platform_qemu::QemuOptions::new(info, arch);
-    o.accel = g.qemu.qemu_accel;
-    if let Some(m) = g.qemu.qemu_memory {
+    o.accel = g.accel;
+    if let Some(m) = g.memory_mb {
         o.memory_mb = m;
     }
     o.cpus = bogie_platform_qemu::default_cpus(parallel as u32);
@@ -350,6 +338,9 @@ fn system_ssh(key: &Path, port: u16, command: &str) -> std::process::Command {
 /// A plain QEMU boot of the image to SSH plus [`OVERHEAD_COMMANDS`] over the system `ssh`:
 /// the command line a person would write (the devices bogie uses, minus its monitor and
 /// private network), timed from creating the overlay to QEMU's exit.
+///
+/// Long on purpose: it is the benchmark's baseline, the whole hand-written QEMU and `ssh`
+/// session in one place, so a reader can check it is the command a person would run.
 async fn plain_qemu(
     p: &bogie_platform_qemu::QemuPlatform,
     image: &Path,
@@ -466,7 +457,7 @@ async fn plain_qemu(
     Ok(wall)
 }
 
-async fn overhead(g: &Global, image: &Path, work: &Path) -> anyhow::Result<Figure> {
+async fn overhead(g: &BenchOptions, image: &Path, work: &Path) -> anyhow::Result<Figure> {
     let p = qemu_platform(g, image, 1)?;
     let plain = plain_qemu(&p, image, &work.join("overhead-plain")).await?;
     println!("plain QEMU + ssh: {:.1}s", plain.as_secs_f64());
@@ -514,6 +505,9 @@ fn spec(dir: &Path, id: &str, key: &SshKey) -> anyhow::Result<MachineSpec> {
         cpus: None,
         extra_disks: Vec::new(),
         kernel_args: Vec::new(),
+        primary_disk_gib: None,
+        extra_nics: 0,
+        first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive: false,
     })
@@ -534,7 +528,7 @@ async fn login(m: &dyn Machine, key: &SshKey) -> anyhow::Result<SshSession> {
 }
 
 async fn snapshot(
-    g: &Global,
+    g: &BenchOptions,
     image: &Path,
     work: &Path,
     args: &BenchArgs,
@@ -611,7 +605,12 @@ async fn snapshot(
     })
 }
 
-async fn boots(g: &Global, image: &Path, work: &Path, args: &BenchArgs) -> anyhow::Result<Figure> {
+async fn boots(
+    g: &BenchOptions,
+    image: &Path,
+    work: &Path,
+    args: &BenchArgs,
+) -> anyhow::Result<Figure> {
     let pats: Vec<&str> = if args.catalog.is_empty() {
         CATALOG.to_vec()
     } else {
@@ -659,7 +658,7 @@ async fn boots(g: &Global, image: &Path, work: &Path, args: &BenchArgs) -> anyho
 }
 
 async fn parallel(
-    g: &Global,
+    g: &BenchOptions,
     image: &Path,
     work: &Path,
     args: &BenchArgs,
@@ -770,15 +769,7 @@ impl Drop for TempDir {
 }
 
 fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
+    crate::setup::rand_id() as u32
 }
 
 fn peak_rss_kib() -> u64 {
@@ -795,6 +786,9 @@ fn peak_rss_kib() -> u64 {
 
 /// `n` tests on the instant platform: every fifth shares machines, one in a hundred
 /// fails; then every report is written. Times the scheduling and the reports.
+///
+/// Long on purpose: the workload is built, scheduled and reported in one body so that the
+/// timed span is visibly everything a run of that size does, and nothing else.
 async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
     let out = TempDir::new("bogie-scale-")?;
     let platform = Arc::new(InstantPlatform::new().with_snapshots());
@@ -870,7 +864,7 @@ async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
     sink.finish(false)?;
     let mut report = RunReport::new(info, results);
     report.tests.sort_by(|a, b| a.name.cmp(&b.name));
-    super::write_reports(
+    super::run::write_reports(
         &report,
         out.path(),
         Some(&out.path().join("run.tap")),

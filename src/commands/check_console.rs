@@ -1,10 +1,11 @@
 //! `bogie check-console`.
 
-use crate::cli::{CheckConsoleArgs, Global};
 use crate::input_error;
+use crate::options::CheckConsoleOptions;
 
 /// Scans console files; exit 1 when anything matched.
-pub fn check_console(g: &Global, args: CheckConsoleArgs) -> anyhow::Result<u8> {
+pub fn check_console(o: &CheckConsoleOptions) -> anyhow::Result<u8> {
+    let args = &o.args;
     use bogie_harness::checks::{scan, ScanOptions};
     let mut found = false;
     for f in &args.files {
@@ -12,7 +13,7 @@ pub fn check_console(g: &Global, args: CheckConsoleArgs) -> anyhow::Result<u8> {
             .map_err(|e| input_error(format!("cannot read {}: {e}", f.display())))?;
         let text = String::from_utf8_lossy(&bytes);
         let opts = ScanOptions {
-            no_avc_checks: g.disable_selinux_avc_checks,
+            no_avc_checks: o.no_avc_checks,
             ..Default::default()
         };
         for m in scan(&text, opts) {

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{DownArgs, Global};
+use crate::cli::DownArgs;
 use crate::input_error;
 
 /// Runs `bogie down`; returns 0 when every kept machine is gone (or none was left), 1 when
 /// one could not be torn down.
-pub fn down(_g: &Global, args: DownArgs) -> anyhow::Result<u8> {
+pub fn down(args: DownArgs) -> anyhow::Result<u8> {
     let root = &args.run_dir;
     if !root.is_dir() {
         return Err(input_error(format!(
@@ -111,23 +111,13 @@ fn find_kept(dir: &Path, found: &mut Vec<PathBuf>, depth: usize) {
 mod tests {
     use super::*;
 
-    fn global() -> Global {
-        use clap::Parser;
-        crate::cli::Cli::try_parse_from(["bogie", "down", "/"])
-            .unwrap()
-            .global
-    }
-
     #[test]
     fn finds_nothing_and_says_so() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("cl.basic/m1-0000")).unwrap();
-        let code = down(
-            &global(),
-            DownArgs {
-                run_dir: d.path().to_path_buf(),
-            },
-        )
+        let code = down(DownArgs {
+            run_dir: d.path().to_path_buf(),
+        })
         .unwrap();
         assert_eq!(code, 0);
     }
@@ -145,12 +135,9 @@ mod tests {
         std::fs::write(m.join("kept.json"), kept.to_string()).unwrap();
         let line = tear_down(&m.join("kept.json")).unwrap();
         assert!(line.contains("already gone"), "{line}");
-        let code = down(
-            &global(),
-            DownArgs {
-                run_dir: d.path().to_path_buf(),
-            },
-        )
+        let code = down(DownArgs {
+            run_dir: d.path().to_path_buf(),
+        })
         .unwrap();
         assert_eq!(code, 0);
         assert!(!m.join("kept.json").exists());
@@ -162,12 +149,9 @@ mod tests {
         let m = d.path().join("t/m1");
         std::fs::create_dir_all(&m).unwrap();
         std::fs::write(m.join("kept.json"), r#"{"platform":"aws","id":"i-123"}"#).unwrap();
-        let code = down(
-            &global(),
-            DownArgs {
-                run_dir: d.path().to_path_buf(),
-            },
-        )
+        let code = down(DownArgs {
+            run_dir: d.path().to_path_buf(),
+        })
         .unwrap();
         assert_eq!(code, 1);
         assert!(m.join("kept.json").exists());

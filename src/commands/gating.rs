@@ -12,9 +12,10 @@ use bogie_harness::runner::{run_attempt, AttemptContext};
 use bogie_harness::select::Selected;
 use bogie_harness::shard::{Sharding, Strategy};
 use bogie_harness::{Arch, Test, Version};
+use bogie_reports::matrix::load_run;
 use bogie_reports::{RunReport, Status};
 
-use crate::cli::{Global, RunArgs};
+use crate::cli::{QemuArgs, RunArgs};
 use crate::input_error;
 
 /// Everything `--denylist`, `--sharding`, `--durations` and `--baseline` give a run,
@@ -50,7 +51,7 @@ impl GatingInputs {
             })
             .transpose()?;
         let durations = match &args.durations {
-            Some(p) => durations_of(&super::report::load(p)?),
+            Some(p) => durations_of(&load(p)?),
             None => HashMap::new(),
         };
         if let Some(s) = &sharding {
@@ -60,11 +61,7 @@ impl GatingInputs {
                 )));
             }
         }
-        let baseline = args
-            .baseline
-            .as_deref()
-            .map(super::report::load)
-            .transpose()?;
+        let baseline = args.baseline.as_deref().map(load).transpose()?;
         Ok(GatingInputs {
             denylist,
             sharding,
@@ -74,11 +71,11 @@ impl GatingInputs {
     }
 
     /// The denylist entries that apply to this run; notes (snoozes) go to stderr.
-    pub fn resolve_denylist(&self, g: &Global, arch: Arch, platform: &str) -> Resolved {
+    pub fn resolve_denylist(&self, stream: Option<String>, arch: Arch, platform: &str) -> Resolved {
         let r = self.denylist.resolve(&DenyContext {
             arch,
             platform: platform.to_string(),
-            stream: g.compat.stream.clone().or_else(|| g.channel.clone()),
+            stream,
             now: chrono::Utc::now(),
         });
         for n in &r.notes {
@@ -91,6 +88,18 @@ impl GatingInputs {
         }
         r
     }
+}
+
+/// Reads one run's results; an unreadable run is an input error (exit 2).
+pub fn load(path: &Path) -> anyhow::Result<RunReport> {
+    load_run(path).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains(&path.display().to_string()) {
+            input_error(msg)
+        } else {
+            input_error(format!("{}: {msg}", path.display()))
+        }
+    })
 }
 
 /// Per-test durations of a finished run (the last attempt's: what one more run costs).
@@ -143,9 +152,9 @@ pub fn find_firmware(given: &Path, dirs: &[&str]) -> Option<PathBuf> {
 /// `--qemu-firmware` resolved: a firmware path must exist, or its file name must be in one
 /// of QEMU's firmware dirs ([`FIRMWARE_DIRS`]); `--qemu-ovmf-vars` must exist. (A
 /// direct-kernel image then ignores the firmware.)
-pub fn check_files(g: &Global) -> anyhow::Result<Global> {
-    let mut g = g.clone();
-    if let Some(fw) = &g.qemu.qemu_firmware {
+pub fn check_files(q: &QemuArgs) -> anyhow::Result<QemuArgs> {
+    let mut q = q.clone();
+    if let Some(fw) = &q.qemu_firmware {
         let found = find_firmware(fw, FIRMWARE_DIRS).ok_or_else(|| {
             input_error(format!(
                 "--qemu-firmware {}: no such file (nor in {})",
@@ -160,9 +169,9 @@ pub fn check_files(g: &Global) -> anyhow::Result<Global> {
                 found.display()
             );
         }
-        g.qemu.qemu_firmware = Some(found);
+        q.qemu_firmware = Some(found);
     }
-    if let Some(p) = &g.qemu.qemu_ovmf_vars {
+    if let Some(p) = &q.qemu_ovmf_vars {
         if !p.is_file() {
             return Err(input_error(format!(
                 "--qemu-ovmf-vars {}: no such file",
@@ -170,7 +179,7 @@ pub fn check_files(g: &Global) -> anyhow::Result<Global> {
             )));
         }
     }
-    Ok(g)
+    Ok(q)
 }
 
 /// The image version from `VERSION_ID` (else `VERSION`) of an os-release file's text.

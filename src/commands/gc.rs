@@ -3,14 +3,13 @@
 
 use bogie_platform_common::{parse_age, GcOptions};
 
-use crate::cli::Global;
-use crate::cli_cloud::GcArgs;
 use crate::input_error;
+use crate::options::GcRequest;
 
 /// Runs one garbage-collection pass and prints what it did; exits 1 when a leftover could
 /// not be deleted.
-pub async fn gc(g: &Global, args: GcArgs) -> anyhow::Result<u8> {
-    let platform = super::platform_name(g)?;
+pub async fn gc(o: &GcRequest) -> anyhow::Result<u8> {
+    let (platform, args) = (&o.target.platform, &o.args);
     let older_than = parse_age(&args.older_than).ok_or_else(|| {
         input_error(format!(
             "--older-than {:?} is not an age (e.g. 6h, 2d, 90m)",
@@ -19,10 +18,10 @@ pub async fn gc(g: &Global, args: GcArgs) -> anyhow::Result<u8> {
     })?;
     let opts = GcOptions {
         older_than,
-        basename: g.basename.clone(),
+        basename: o.target.basename.clone(),
         dry_run: args.dry_run,
     };
-    let report = crate::cli_cloud::collect(g, &platform, &opts).await?;
+    let report = crate::cloud::collect(&o.target, platform, &opts).await?;
     let verb = if args.dry_run {
         "would delete"
     } else {

@@ -7,40 +7,25 @@
 //! Every input is a run output dir (`reports/results.jsonl`, else `reports/report.json`,
 //! TAP, JUnit) or one of those files, as [`bogie_reports::matrix::load_run`] reads them.
 
-use std::path::Path;
-
 use bogie_reports::diff::diff_runs;
-use bogie_reports::matrix::{build_matrix, load_run, to_markdown, write_matrix};
+use bogie_reports::matrix::{build_matrix, to_markdown, write_matrix};
 use bogie_reports::merge::{merge_runs, write_all};
-use bogie_reports::RunReport;
 
-use super::gate;
-use crate::cli::{Global, ReportCommand, ReportDiffArgs, ReportMatrixArgs, ReportMergeArgs};
+use super::gating::{gate, load};
+use crate::cli::{ReportCommand, ReportDiffArgs, ReportMatrixArgs, ReportMergeArgs};
 use crate::input_error;
+use crate::options::{Output, ReportOptions};
 
 /// Runs a `bogie report` subcommand; returns the exit code.
-pub fn report(g: &Global, cmd: ReportCommand) -> anyhow::Result<u8> {
-    match cmd {
-        ReportCommand::Merge(a) => merge(g, a),
+pub fn report(o: ReportOptions) -> anyhow::Result<u8> {
+    match o.command {
+        ReportCommand::Merge(a) => merge(&o.output, a),
         ReportCommand::Matrix(a) => matrix(a),
         ReportCommand::Diff(a) => diff(a),
     }
 }
 
-/// Reads one run's results; an unreadable run is an input error (exit 2).
-pub fn load(path: &Path) -> anyhow::Result<RunReport> {
-    load_run(path).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains(&path.display().to_string()) {
-            input_error(msg)
-        } else {
-            input_error(format!("{}: {msg}", path.display()))
-        }
-    })
-}
-
-fn merge(g: &Global, a: ReportMergeArgs) -> anyhow::Result<u8> {
-    super::input::check_tapfile(g)?;
+fn merge(out: &Output, a: ReportMergeArgs) -> anyhow::Result<u8> {
     let runs = a
         .dirs
         .iter()
@@ -63,7 +48,7 @@ fn merge(g: &Global, a: ReportMergeArgs) -> anyhow::Result<u8> {
     let reports = a.output.join("reports");
     std::fs::create_dir_all(&reports)
         .map_err(|e| input_error(format!("creating {}: {e}", reports.display())))?;
-    let written = write_all(&merged, &a.output, g.tapfile.as_deref(), g.tap_version)?;
+    let written = write_all(&merged, &a.output, out.tapfile.as_deref(), out.tap_format)?;
     write_matrix(std::slice::from_ref(&merged), &reports)?;
     let s = merged.summary();
     let not_run = if s.not_run > 0 {

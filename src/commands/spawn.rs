@@ -3,48 +3,57 @@
 //! opens a shell on the first one, and otherwise they live until Ctrl-C.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bogie_harness::cluster::BringUp;
-use bogie_harness::spawn::{spawn_machines, KeptMachine, SpawnOptions};
-use bogie_harness::{Config, Phase, TestEnv, TestMachine};
+use bogie_harness::spawn::{spawn_machines, KeptMachine, SpawnOptions, Spawned};
+use bogie_harness::{Phase, TestEnv, TestMachine};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    image_version, keys, load_image, make_platform, platform_name, prepare_output_dir, resolve_arch,
-};
-use crate::cli::{self, Global, SpawnArgs};
-use crate::input_error;
+use crate::cli::SpawnArgs;
+use crate::options::SpawnRequest;
+use crate::progress::teardown_command;
+use crate::setup::{keys, load_image, make_platform, prepare_output_dir, write_key};
+
+/// The machines' shape from `--tpm`, `--add-disk`, `--primary-disk`, `--additional-nics`,
+/// `--kargs` and `--firstbootkargs`.
+fn machine_shape(args: &crate::cli::SpawnArgs) -> bogie_harness::spawn::MachineShape {
+    let words = |s: &Option<String>| {
+        s.iter()
+            .flat_map(|s| s.split_whitespace())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    bogie_harness::spawn::MachineShape {
+        extra_disks: args.add_disk.clone(),
+        primary_disk_gib: args.primary_disk,
+        extra_nics: args.additional_nics,
+        kernel_args: words(&args.kargs),
+        first_boot_kernel_args: words(&args.firstbootkargs),
+        tpm: args.tpm,
+    }
+}
 
 /// Runs `bogie spawn`; returns the exit code (0 unless a machine did not come up).
-pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
-    // Input first: nothing boots on a bad flag or a malformed config.
-    let platform_name = platform_name(g)?;
-    let config = match &args.userdata {
-        Some(f) => Some(load_userdata(f)?),
-        None => None,
-    };
-    let ssh_attempt = cli::parse_duration(&g.ssh_timeout).ok_or_else(|| {
-        input_error(format!(
-            "--ssh-timeout {:?} is not a duration",
-            g.ssh_timeout
-        ))
-    })?;
-    resolve_arch(g, None)?;
-    super::input::check_output_dir(g)?;
-    let image = load_image(g)?;
-    let arch = resolve_arch(g, Some(&image))?;
-    let version = image_version(g, Some(&image))?;
+pub async fn spawn(req: SpawnRequest) -> anyhow::Result<u8> {
+    let SpawnRequest {
+        target,
+        output,
+        bring_up,
+        config,
+        args,
+    } = req;
+    let image = load_image(&target)?;
+    let arch = target.arch_for(Some(&image));
+    let version = target.version_for(Some(&image))?;
     let count = usize::from(args.nodecount);
-    let platform = make_platform(g, &platform_name, &image, arch, count)?;
+    let platform = make_platform(&target, &image, arch, count)?;
     let (key, extra_keys) = keys(&args.key)?;
-    let out = prepare_output_dir(g, &platform_name)?;
-    let key_path = out.join("ssh").join("id_ed25519");
-    std::fs::create_dir_all(out.join("ssh"))?;
-    key.write(&key_path)?;
+    let out = prepare_output_dir(&output, &target.platform)?;
+    let key_path = write_key(&key, &out)?;
+    let platform_name = target.platform.clone();
 
     // --detach implies --remove=false, as in kola.
     let keep = args.detach || !args.remove;
@@ -52,6 +61,16 @@ pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
     watch_signals(cancel.clone());
     let mut provides = image.provides.clone();
     provides.extend(platform.capabilities());
+    let shape = machine_shape(&args);
+    if let Some(missing) = shape
+        .requires()
+        .into_iter()
+        .find(|r| !provides.contains(*r))
+    {
+        return Err(crate::input_error(format!(
+            "spawn: the machines need {missing:?}, which {platform_name} with this image does not provide"
+        )));
+    }
     let opts = SpawnOptions {
         platform: platform.clone(),
         key,
@@ -67,58 +86,22 @@ pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
         },
         count,
         config,
-        bring_up: BringUp {
-            ssh_timeout: ssh_attempt
-                .saturating_mul(g.ssh_retries.max(1))
-                .max(Duration::from_secs(60)),
-            ssh_attempt_timeout: ssh_attempt.max(Duration::from_secs(10)),
-            ..BringUp::default()
-        },
-        memory_mb: g.qemu.qemu_memory,
+        bring_up,
+        memory_mb: target.qemu.qemu_memory,
+        shape,
         may_outlive: keep,
         cancel: cancel.clone(),
     };
     let plural = if count == 1 { "" } else { "s" };
-    eprintln!(
-        "bogie spawn: booting {count} machine{plural} from {} in {}",
-        image.path.display(),
-        out.display()
-    );
-    eprintln!(
-        "bogie spawn: consoles: {}/{}/<machine>/console.txt",
-        out.display(),
-        bogie_harness::spawn::SPAWN_DIR
-    );
+    announce(count, &image.path, &out);
     let started = Instant::now();
-    let seen = Mutex::new(Vec::<Phase>::new());
-    let spawned = spawn_machines(opts, move |p| {
-        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        if !seen.contains(&p) {
-            seen.push(p);
-            eprintln!(
-                "bogie spawn: {} ({}s)",
-                p.as_str(),
-                started.elapsed().as_secs()
-            );
-        }
-    })
-    .await?;
-
+    let spawned = spawn_machines(opts, phase_printer(started)).await?;
+    let place = Place {
+        key_path: &key_path,
+        out: &out,
+    };
     if !spawned.failures.is_empty() || cancel.is_cancelled() {
-        for f in &spawned.failures {
-            eprintln!("error: {f}");
-        }
-        for m in spawned.machines() {
-            eprintln!("    console: {}", m.dir().join("console.txt").display());
-        }
-        if keep && !cancel.is_cancelled() && !spawned.machines().is_empty() {
-            // The user asked to keep them: a machine without SSH still has a console.
-            let (kept, errors) = spawned.keep(&key_path).await;
-            print_kept(&kept, &errors, &key_path, &out);
-        } else {
-            eprintln!("bogie spawn: tearing the machines down");
-            spawned.destroy().await?;
-        }
+        not_up(&spawned, keep, &cancel, &place).await?;
         let _ = platform.shutdown().await;
         return Ok(1);
     }
@@ -129,41 +112,123 @@ pub async fn spawn(g: &Global, args: SpawnArgs) -> anyhow::Result<u8> {
         "bogie spawn: {count} machine{plural} up in {}s",
         started.elapsed().as_secs()
     );
-
     let code = if keep {
-        // Keep first: kept.json is on disk before anything else can go wrong.
-        let (kept, errors) = spawned.keep(&key_path).await;
-        print_kept(&kept, &errors, &key_path, &out);
-        if args.shell {
-            if let Some(m) = spawned.machines().first() {
-                shell(m, &key_path).await?;
-            }
-        } else if !args.detach {
-            eprintln!("Press Ctrl-C to exit; the machines keep running.");
-            cancel.cancelled().await;
-        }
-        u8::from(!errors.is_empty())
+        keep_them(&spawned, &args, &cancel, &place).await?
     } else {
-        let machines = spawned.machines();
-        print_machines(&machines, &key_path);
-        let result = if args.shell {
-            match machines.first() {
-                Some(m) => shell(m, &key_path).await.map(|_| ()),
-                None => Ok(()),
-            }
-        } else {
-            eprintln!("Press Ctrl-C to tear the machines down.");
-            cancel.cancelled().await;
-            Ok(())
-        };
-        eprintln!("bogie spawn: tearing the machines down");
-        let destroyed = spawned.destroy().await;
-        result?;
-        destroyed?;
-        0
+        use_then_destroy(&spawned, &args, &cancel, &place).await?
     };
     let _ = platform.shutdown().await;
     Ok(code)
+}
+
+/// Says what boots where, and where the consoles are.
+fn announce(count: usize, image: &Path, out: &Path) {
+    let plural = if count == 1 { "" } else { "s" };
+    eprintln!(
+        "bogie spawn: booting {count} machine{plural} from {} in {}",
+        image.display(),
+        out.display()
+    );
+    eprintln!(
+        "bogie spawn: consoles: {}/{}/<machine>/console.txt",
+        out.display(),
+        bogie_harness::spawn::SPAWN_DIR
+    );
+}
+
+/// Where spawned machines' key and files are.
+struct Place<'a> {
+    key_path: &'a Path,
+    out: &'a Path,
+}
+
+/// Prints each bring-up phase once, with the seconds since `started`.
+fn phase_printer(started: Instant) -> impl Fn(Phase) + Send + Sync + 'static {
+    let seen = Mutex::new(Vec::<Phase>::new());
+    move |p| {
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(&p) {
+            seen.push(p);
+            eprintln!(
+                "bogie spawn: {} ({}s)",
+                p.as_str(),
+                started.elapsed().as_secs()
+            );
+        }
+    }
+}
+
+/// Machines that did not all come up (or Ctrl-C): the errors and consoles are printed;
+/// the machines are kept when the user asked to keep them (a machine without SSH still
+/// has a console), else torn down.
+async fn not_up(
+    spawned: &Spawned,
+    keep: bool,
+    cancel: &CancellationToken,
+    place: &Place<'_>,
+) -> anyhow::Result<()> {
+    for f in &spawned.failures {
+        eprintln!("error: {f}");
+    }
+    for m in spawned.machines() {
+        eprintln!("    console: {}", m.dir().join("console.txt").display());
+    }
+    if keep && !cancel.is_cancelled() && !spawned.machines().is_empty() {
+        let (kept, errors) = spawned.keep(place.key_path).await;
+        print_kept(&kept, &errors, place.key_path, place.out);
+    } else {
+        eprintln!("bogie spawn: tearing the machines down");
+        spawned.destroy().await?;
+    }
+    Ok(())
+}
+
+/// `-t`/`--remove=false`: keeps the machines first (kept.json is on disk before anything
+/// else can go wrong), then opens the shell or waits for Ctrl-C unless detached.
+async fn keep_them(
+    spawned: &Spawned,
+    args: &SpawnArgs,
+    cancel: &CancellationToken,
+    place: &Place<'_>,
+) -> anyhow::Result<u8> {
+    let (kept, errors) = spawned.keep(place.key_path).await;
+    print_kept(&kept, &errors, place.key_path, place.out);
+    if args.shell {
+        if let Some(m) = spawned.machines().first() {
+            shell(m, place.key_path).await?;
+        }
+    } else if !args.detach {
+        eprintln!("Press Ctrl-C to exit; the machines keep running.");
+        cancel.cancelled().await;
+    }
+    Ok(u8::from(!errors.is_empty()))
+}
+
+/// The machines live while bogie runs: their ssh lines, then the shell or Ctrl-C, then
+/// teardown.
+async fn use_then_destroy(
+    spawned: &Spawned,
+    args: &SpawnArgs,
+    cancel: &CancellationToken,
+    place: &Place<'_>,
+) -> anyhow::Result<u8> {
+    let machines = spawned.machines();
+    print_machines(&machines, place.key_path);
+    let result = if args.shell {
+        match machines.first() {
+            Some(m) => shell(m, place.key_path).await.map(|_| ()),
+            None => Ok(()),
+        }
+    } else {
+        eprintln!("Press Ctrl-C to tear the machines down.");
+        cancel.cancelled().await;
+        Ok(())
+    };
+    eprintln!("bogie spawn: tearing the machines down");
+    let destroyed = spawned.destroy().await;
+    result?;
+    destroyed?;
+    Ok(0)
 }
 
 /// Prints each running machine's ssh line (they work while bogie runs).
@@ -199,43 +264,6 @@ fn print_kept(kept: &[KeptMachine], errors: &[String], key_path: &Path, out_dir:
     }
     let _ = writeln!(out, "tear them down with: {}", teardown_command(out_dir));
     let _ = out.flush();
-}
-
-/// The command line that tears down the machines kept under `out_dir`: `bogie down DIR`,
-/// naming this binary by its path when it is not the `bogie` found on the PATH.
-pub fn teardown_command(out_dir: &Path) -> String {
-    let dir = bogie_harness::cluster::shell_quote(&out_dir.display().to_string());
-    let exe = std::env::current_exe().ok();
-    let on_path = exe.as_ref().is_some_and(|e| {
-        e.file_name().is_some_and(|n| n == "bogie")
-            && which("bogie").is_some_and(|p| same_file(&p, e))
-    });
-    match exe {
-        Some(e) if !on_path && e.file_name().is_some_and(|n| n == "bogie") => format!(
-            "{} down {dir}",
-            bogie_harness::cluster::shell_quote(&e.display().to_string())
-        ),
-        _ => format!("bogie down {dir}"),
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
-/// A program on the PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Opens an interactive `ssh` session on `m` with the system client; returns its status.
@@ -296,137 +324,77 @@ fn watch_signals(cancel: CancellationToken) {
     });
 }
 
-/// Reads `--userdata`: Ignition JSON, or Butane YAML converted by the `butane` binary.
-/// Malformed input is a one-line input error (exit 2).
-pub(crate) fn load_userdata(path: &Path) -> anyhow::Result<Config> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| input_error(format!("--userdata {shown}: {e}")))?;
-    let json = if text.trim_start().starts_with('{') {
-        text
-    } else {
-        butane(path)?
-    };
-    let config =
-        Config::from_json(&json).map_err(|e| input_error(format!("--userdata {shown}: {e}")))?;
-    let version = config.version().to_string();
-    let major = version.split('.').next().unwrap_or("");
-    if major != "2" && major != "3" {
-        return Err(input_error(format!(
-            "--userdata {shown}: unsupported Ignition spec version {version:?} (expected 2.x or 3.x)"
-        )));
-    }
-    // Debian's ignition-validate (Ignition 2.14) knows specs 3.0 to 3.3.
-    if ["3.0.", "3.1.", "3.2.", "3.3."]
-        .iter()
-        .any(|p| version.starts_with(p))
-    {
-        if let Some(validator) = which("ignition-validate") {
-            validate(&validator, &json)
-                .map_err(|e| input_error(format!("--userdata {shown}: {e}")))?;
-        }
-    }
-    Ok(config)
-}
-
-fn validate(validator: &Path, json: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new(validator)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("running {}: {e}", validator.display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(json.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running {}: {e}", validator.display()))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(first_line(
-        &out.stdout,
-        &out.stderr,
-        "invalid Ignition config",
-    ))
-}
-
-fn first_line(stdout: &[u8], stderr: &[u8], default: &str) -> String {
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(stderr),
-        String::from_utf8_lossy(stdout)
-    );
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or(default)
-        .to_string()
-}
-
-/// Converts Butane YAML to Ignition JSON with the `butane` binary.
-fn butane(path: &Path) -> anyhow::Result<String> {
-    let shown = path.display();
-    let Some(butane) = which("butane") else {
-        return Err(input_error(format!(
-            "--userdata {shown} is not Ignition JSON, and Butane YAML needs the butane binary on the PATH"
-        )));
-    };
-    let mut cmd = std::process::Command::new(&butane);
-    cmd.arg("--strict");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        cmd.arg("--files-dir").arg(dir);
-    }
-    let out = cmd
-        .arg(path)
-        .output()
-        .map_err(|e| input_error(format!("--userdata {shown}: running butane: {e}")))?;
-    if !out.status.success() {
-        return Err(input_error(format!(
-            "--userdata {shown}: butane: {}",
-            first_line(&[], &out.stderr, "failed")
-        )));
-    }
-    String::from_utf8(out.stdout)
-        .map_err(|_| input_error(format!("--userdata {shown}: butane wrote invalid UTF-8")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bogie_harness::platform::{DiskInterface, DiskSpec, SectorSize};
+    use clap::Parser;
 
-    #[test]
-    fn userdata_json_is_checked() {
-        let d = tempfile::tempdir().unwrap();
-        let good = d.path().join("good.ign");
-        std::fs::write(
-            &good,
-            r#"{"ignition":{"version":"3.3.0"},"storage":{"files":[{"path":"/etc/x","contents":{"source":"data:,hi"}}]}}"#,
-        )
-        .unwrap();
-        let c = load_userdata(&good).unwrap();
-        assert_eq!(c.version(), "3.3.0");
-
-        let bad = d.path().join("bad.ign");
-        std::fs::write(&bad, r#"{"ignition":{"version":"3.3.0"},"#).unwrap();
-        let e = load_userdata(&bad).unwrap_err();
-        assert!(e.downcast_ref::<crate::InputError>().is_some());
-        assert!(e.to_string().contains("bad.ign"), "{e}");
-        assert_eq!(e.to_string().lines().count(), 1);
-
-        let nover = d.path().join("nover.ign");
-        std::fs::write(&nover, r#"{"storage":{}}"#).unwrap();
-        assert!(load_userdata(&nover)
-            .unwrap_err()
-            .to_string()
-            .contains("ignition.version"));
+    fn spawn_args(flags: &[&str]) -> Result<crate::cli::SpawnArgs, clap::Error> {
+        let argv = ["bogie", "spawn"].iter().chain(flags).copied();
+        match crate::cli::Cli::try_parse_from(argv)?.command {
+            crate::cli::Command::Spawn(a) => Ok(a),
+            _ => unreachable!("spawn parses as spawn"),
+        }
     }
 
     #[test]
-    fn teardown_names_bogie_down() {
-        let t = teardown_command(Path::new("/tmp/run dir"));
-        assert!(t.ends_with(" down '/tmp/run dir'"), "{t}");
+    fn spawn_takes_a_tests_machine_shape() {
+        let a = spawn_args(&[
+            "--tpm",
+            "--add-disk",
+            "2G:4k,serial=fourk",
+            "--disk=3G:channel=nvme",
+            "--primary-disk",
+            "20G",
+            "--additional-nics",
+            "2",
+            "--kargs",
+            "quiet  bogie.x=1",
+            "--firstbootkargs=ip=dhcp",
+        ])
+        .unwrap();
+        let shape = machine_shape(&a);
+        assert_eq!(
+            shape.extra_disks,
+            vec![
+                DiskSpec::new(2)
+                    .sectors(SectorSize::Native4k)
+                    .serial("fourk"),
+                DiskSpec::new(3).interface(DiskInterface::Nvme),
+            ]
+        );
+        assert_eq!(shape.primary_disk_gib, Some(20));
+        assert_eq!(shape.extra_nics, 2);
+        assert_eq!(shape.kernel_args, vec!["quiet", "bogie.x=1"]);
+        assert_eq!(shape.first_boot_kernel_args, vec!["ip=dhcp"]);
+        assert!(shape.tpm);
+        assert_eq!(
+            shape.requires(),
+            vec![
+                "extra-disk",
+                "primary-disk-size",
+                "extra-nic",
+                "kernel-args",
+                "tpm"
+            ]
+        );
+        // Without flags, a plain machine.
+        let plain = machine_shape(&spawn_args(&[]).unwrap());
+        assert_eq!(plain, bogie_harness::spawn::MachineShape::default());
+        assert!(plain.requires().is_empty());
+    }
+
+    #[test]
+    fn bad_shape_flags_are_refused_by_clap() {
+        for bad in [
+            &["--add-disk", "1G:8k"][..],
+            &["--add-disk", "5M"],
+            &["--primary-disk", "0"],
+            &["--primary-disk", "big"],
+            &["--additional-nics", "9"],
+        ] {
+            assert!(spawn_args(bad).is_err(), "{bad:?}");
+        }
     }
 }

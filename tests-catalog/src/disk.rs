@@ -1,14 +1,15 @@
 //! `cl.disk.*`, `cl.tang.*`, `cl.tpm.*`: root and data filesystems on md RAID, LUKS
 //! volumes unlocked by a Tang server or a TPM, and the TPM event log.
 //!
-//! kola attaches its extra disk with `serial=secondary`; bogie's QEMU names extra disks
-//! `extra-disk-N`, so the configs use `/dev/disk/by-id/virtio-extra-disk-1`.
+//! The extra disk has kola's serial, `secondary`, so the configs use kola's
+//! `/dev/disk/by-id/virtio-secondary`.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use bogie_harness::platform::DiskSpec;
 use bogie_harness::serve::QEMU_HOST_ADDR;
 use bogie_harness::{Config, Test, TestCluster, TestMachine, Version};
 use serde_json::Value;
@@ -16,7 +17,12 @@ use serde_json::Value;
 use crate::util::{parse_json, raw_config};
 
 /// The extra disk as the guest sees it.
-const SECONDARY: &str = "/dev/disk/by-id/virtio-extra-disk-1";
+const SECONDARY: &str = "/dev/disk/by-id/virtio-secondary";
+
+/// The extra disk of the tests that have one: 1 GiB, kola's serial.
+fn secondary() -> DiskSpec {
+    DiskSpec::new(1).serial("secondary")
+}
 
 /// The tests of this module.
 pub fn tests() -> Vec<Test> {
@@ -32,8 +38,8 @@ pub fn tests() -> Vec<Test> {
             .description(&format!("the root filesystem on an md {level} of two partitions of an extra disk, before and after a reboot"))
             .cluster_size(0)
             .platforms(&["qemu"])
-            .extra_disks(&[1])
-            .requires(&["flatcar", "flatcar-partitions", "extra-disk"]),
+            .requires(&["flatcar", "flatcar-partitions"])
+            .disks(&[secondary()]),
         );
         v.push(
             Test::new(&format!("cl.disk.{level}.data"), |c| async move {
@@ -60,7 +66,7 @@ pub fn tests() -> Vec<Test> {
             .min_version(Version::new(3913, 0, 1))
             .requires(&["flatcar", "flatcar-partitions"]);
         if !root {
-            t = t.extra_disks(&[1]).requires(&["extra-disk"]);
+            t = t.disks(&[secondary()]);
         }
         v.push(t);
     }
@@ -83,8 +89,8 @@ pub fn tests() -> Vec<Test> {
                 .cluster_size(0)
                 .platforms(&["qemu"])
                 .min_version(Version::new(3913, 0, 1))
-                .extra_disks(&[1])
-                .requires(&["flatcar", "flatcar-partitions", "tpm", "extra-disk"]),
+                .requires(&["flatcar", "flatcar-partitions", "tpm"])
+                .disks(&[secondary()]),
         );
     }
     v.push(

@@ -4,6 +4,7 @@
 //! store, and the confext refresh skip.
 
 use anyhow::{bail, Result};
+use bogie_harness::platform::DiskSpec;
 use bogie_harness::{Arch, Config, Test, TestCluster, TestMachine, Version};
 use serde_json::json;
 
@@ -116,9 +117,9 @@ pub fn tests() -> Vec<Test> {
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))
-        .extra_disks(&[1])
         .tags(&["needs-internet"])
-        .requires(&["flatcar", "sysext", "extra-disk"]),
+        .requires(&["flatcar", "sysext"])
+        .disks(&[DiskSpec::new(1).serial("zfs")]),
         Test::new("sysext.zfs.docker", |c| async move {
             let m = zfs_machine(&c, zfs_config(ZfsUse::Docker)).await?;
             assert_output_contains(&m, "docker info -f '{{.Driver}}'", "zfs").await?;
@@ -129,9 +130,9 @@ pub fn tests() -> Vec<Test> {
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))
-        .extra_disks(&[1])
         .tags(&["needs-internet"])
-        .requires(&["flatcar", "sysext", "extra-disk", "docker"]),
+        .requires(&["flatcar", "sysext", "docker"])
+        .disks(&[DiskSpec::new(1).serial("zfs")]),
         Test::new("sysext.zfs.nfs", |c| async move {
             let m = zfs_machine(&c, zfs_config(ZfsUse::Nfs)).await?;
             m.must_ssh("sudo chown core /tank/nfs && echo world >/tank/nfs/hello").await?;
@@ -149,9 +150,9 @@ pub fn tests() -> Vec<Test> {
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))
-        .extra_disks(&[1])
         .tags(&["needs-internet"])
-        .requires(&["flatcar", "sysext", "extra-disk", "nfs-server", "private-network"]),
+        .requires(&["flatcar", "sysext", "nfs-server", "private-network"])
+        .disks(&[DiskSpec::new(1).serial("zfs")]),
     ]
 }
 
@@ -327,8 +328,8 @@ enum ZfsUse {
     Nfs,
 }
 
-/// kola attaches the pool's disk with `serial=zfs`; bogie's first extra disk.
-const ZFS_DISK: &str = "/dev/disk/by-id/virtio-extra-disk-1";
+/// The pool's disk, with kola's serial `zfs`.
+const ZFS_DISK: &str = "/dev/disk/by-id/virtio-zfs";
 
 fn zfs_config(u: ZfsUse) -> Config {
     let mut exec = format!("ExecStart=zpool create tank {ZFS_DISK}\n");

@@ -9,7 +9,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::ExternalError;
+use super::error::ExternalError;
 
 /// The directory under `-E DIR` that holds the tests.
 pub const TESTS_DIR: &str = "tests/kola";
@@ -83,6 +83,10 @@ pub fn discover(dir: &Path) -> Result<Discovery, ExternalError> {
 }
 
 /// Walks one directory; returns its `data` directory.
+///
+/// Long on purpose: kola's naming rules (a `test.sh` names its directory, other
+/// executables are named by their path, `data` and `config.*` are not tests, links and
+/// missing execute bits are warned about) read best as the one traversal that applies them.
 fn walk(
     dir: &Path,
     prefix: &str,
@@ -196,7 +200,8 @@ mod tests {
     use crate::external::write_test_file as write;
     use std::os::unix::fs::symlink;
 
-    /// Every case of kola's naming rules on one synthetic tree.
+    /// Every case of kola's naming rules on one synthetic tree (long: one tree, every
+    /// case, so the cases are seen side by side).
     #[test]
     fn names_follow_kolas_rules() {
         let tmp = tempfile::tempdir().unwrap();

@@ -10,15 +10,35 @@
 //! journal after each boot and goes into the test's output; a failure names the test file,
 //! how it ended and the last line it wrote.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
 use super::tar::Tar;
-use super::ExternalTest;
-use crate::cluster::{shell_quote, TestCluster, TestMachine};
-use crate::runner::HarnessError;
+use crate::cluster::TestCluster;
+use crate::failure::HarnessError;
+use crate::machine::{wait_settled, TestMachine};
+use crate::text::shell_quote;
+
+/// What the test body needs to run one external test on its machine.
+#[derive(Debug, Clone)]
+pub struct ExternalTest {
+    /// The test's name (`KOLA_TEST`).
+    pub name: String,
+    /// The executable on this host, as found (`DIR/tests/kola/...`).
+    pub executable: PathBuf,
+    /// Data directories copied to [`ExternalTest::data_dest`], later ones over earlier:
+    /// the shared `tests/kola/data`, then the test's own `data`.
+    pub data: Vec<PathBuf>,
+    /// The systemd unit it runs as (`KOLA_UNIT`).
+    pub unit: String,
+    /// `KOLA_EXT_DATA` on the machine.
+    pub data_dest: String,
+    /// Whether it may ask for reboots (exclusive tests only, as in kola).
+    pub reboots: bool,
+}
 
 /// Where the executables go on the machine.
 pub(crate) const BIN_DIR: &str = "/var/opt/kola/bin";
@@ -260,6 +280,10 @@ pub(crate) fn failure(file: &str, how: &str, output: &[String], boot: usize) -> 
 }
 
 /// Runs the test on the cluster's machine.
+///
+/// Long on purpose: it is autopkgtest's reboot protocol as one loop (copy, start, watch,
+/// acknowledge a reboot mark, reboot, check the boot id, start again), and each step's
+/// state (the mark, the boot id, the output read so far) carries into the next.
 pub(crate) async fn run(c: TestCluster, spec: Arc<ExternalTest>) -> anyhow::Result<()> {
     let m = c.machine()?;
     let file = spec.executable.display().to_string();
@@ -353,7 +377,7 @@ pub(crate) async fn run(c: TestCluster, spec: Arc<ExternalTest>) -> anyhow::Resu
                             "{file}: the machine did not come back from the reboot with mark {new}: {e:#}"
                         )))
                     })?;
-                crate::runner::wait_settled(&m, m.bring_up.settle_timeout).await?;
+                wait_settled(&m, m.bring_up.settle_timeout).await?;
                 let mut t = Tar::new();
                 boot_files(&mut t, &spec, Some(&new));
                 archive = t.finish();

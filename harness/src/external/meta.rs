@@ -8,8 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::ExternalError;
+use super::error::ExternalError;
 use crate::arch::Arch;
+use crate::platform::{parse_primary_disk, DiskSpec};
 use crate::test::Test;
 
 /// How far into a test kola looks for its header (bytes).
@@ -79,9 +80,9 @@ pub struct Meta {
     pub tags: Option<Words>,
     /// The test runs only when `--tag` names this tag.
     pub required_tag: Option<String>,
-    /// Extra disks (`5G`; kola's options after `:` are not supported).
+    /// Extra disks (`5G`, `1G:4k`, `5G:mpath`, `2G:channel=nvme,serial=data`).
     pub additional_disks: Option<Vec<String>>,
-    /// The primary disk's size and options (not supported).
+    /// The primary disk's size (`20G`); its options are not supported.
     pub primary_disk: Option<serde_json::Value>,
     /// Put the OS container image on the machine (not supported).
     pub inject_container: Option<bool>,
@@ -89,13 +90,13 @@ pub struct Meta {
     pub min_memory: Option<u32>,
     /// NUMA nodes (not supported).
     pub numa_nodes: Option<bool>,
-    /// Primary disk size in GB (not supported).
+    /// Primary disk size in GB (a minimum).
     pub min_disk: Option<u32>,
-    /// More network interfaces (not supported).
+    /// More network interfaces (user-mode, MACs `52:55:00:d1:56:NN`).
     pub additional_nics: Option<u32>,
     /// Kernel arguments for every boot.
     pub append_kernel_args: Option<String>,
-    /// Kernel arguments for the first boot only (not supported).
+    /// Kernel arguments for the first boot only.
     pub append_firstboot_kernel_args: Option<String>,
     /// Whether the test needs a machine of its own (kola's default: true).
     pub exclusive: Option<bool>,
@@ -269,24 +270,51 @@ fn platform_name(p: &str) -> String {
     }
 }
 
-/// Parses kola's disk size (`5G`, `5GB`, `5GiB` or `5`, in GiB); `Err` names what is not
-/// a size, `Ok((gib, options))` returns the options after `:` too.
-fn disk_size(spec: &str) -> Result<(u32, Option<&str>), String> {
+/// The size part of a kola disk spec in [`DiskSpec`]'s spelling: `5G`, `5GB`, `5GiB` and
+/// a bare `5` all mean 5 GiB; an empty size stays empty.
+fn normalize_disk_size(spec: &str) -> String {
+    let spec = spec.trim();
     let (size, opts) = match spec.split_once(':') {
-        Some((s, o)) => (s, Some(o)),
+        Some((s, o)) => (s.trim(), Some(o)),
         None => (spec, None),
     };
     let digits = size
-        .trim()
-        .trim_end_matches("iB")
-        .trim_end_matches('B')
-        .trim_end_matches('G');
-    match digits.parse::<u32>() {
-        Ok(n) if n > 0 => Ok((n, opts)),
-        _ => Err(format!(
-            "additionalDisks: {spec:?} is not a size in GiB such as \"5G\""
-        )),
+        .strip_suffix("iB")
+        .or_else(|| size.strip_suffix('B'))
+        .unwrap_or(size);
+    let digits = digits.strip_suffix('G').unwrap_or(digits);
+    let size = if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        format!("{digits}G")
+    } else {
+        size.to_string()
+    };
+    match opts {
+        Some(o) => format!("{size}:{o}"),
+        None => size,
     }
+}
+
+/// Parses one of `additionalDisks` (coreos-assembler's `--add-disk` syntax: `5G`,
+/// `1G:4k`, `5G:mpath`, `2G:channel=nvme,serial=data`).
+fn parse_disk(spec: &str) -> Result<DiskSpec, String> {
+    DiskSpec::parse(&normalize_disk_size(spec)).map_err(|e| format!("additionalDisks: {e}"))
+}
+
+/// `primaryDisk` (a string in `additionalDisks`' syntax, the size optional): its size in
+/// GiB and its options, which bogie's primary disk cannot take.
+fn primary_disk(v: &serde_json::Value) -> Result<(Option<u32>, Vec<String>), String> {
+    let text = match v {
+        serde_json::Value::Null => return Ok((None, Vec::new())),
+        serde_json::Value::String(s) => s.clone(),
+        // The documentation's example writes a one-element list.
+        serde_json::Value::Array(a) if a.len() <= 1 => match a.first() {
+            None => return Ok((None, Vec::new())),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => return Err(format!("primaryDisk: {other} is not a disk spec")),
+        },
+        other => return Err(format!("primaryDisk: {other} is not a disk spec")),
+    };
+    parse_primary_disk(&normalize_disk_size(&text)).map_err(|e| format!("primaryDisk: {e}"))
 }
 
 impl Meta {
@@ -295,7 +323,13 @@ impl Meta {
     pub fn unsupported(&self, today: chrono::NaiveDate) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
         if let Some(v) = self.primary_disk.as_ref().filter(|v| !is_empty_value(v)) {
-            out.push(format!("primaryDisk ({v})"));
+            let (_, opts) = primary_disk(v)?;
+            if !opts.is_empty() {
+                out.push(format!(
+                    "primaryDisk option {} ({v}: the primary disk is always one virtio path with 512-byte sectors, which the image's root= names)",
+                    opts.join(",")
+                ));
+            }
         }
         if self.inject_container == Some(true) {
             out.push("injectContainer".into());
@@ -303,18 +337,8 @@ impl Meta {
         if self.numa_nodes == Some(true) {
             out.push("numaNodes".into());
         }
-        if let Some(n) = self.min_disk.filter(|n| *n > 0) {
-            out.push(format!("minDisk ({n} GB)"));
-        }
-        if let Some(n) = self.additional_nics.filter(|n| *n > 0) {
-            out.push(format!("additionalNics ({n})"));
-        }
-        if let Some(a) = self
-            .append_firstboot_kernel_args
-            .as_ref()
-            .filter(|a| !a.trim().is_empty())
-        {
-            out.push(format!("appendFirstbootKernelArgs ({a:?})"));
+        if let Some(n) = self.additional_nics.filter(|n| *n > 8) {
+            out.push(format!("additionalNics ({n}: at most 8)"));
         }
         if let Some(t) = self.instance_type.as_ref().filter(|t| !t.is_empty()) {
             out.push(format!("instanceType ({t})"));
@@ -337,9 +361,7 @@ impl Meta {
             out.push("requiredHostPorts".into());
         }
         for d in self.additional_disks.iter().flatten() {
-            if let (_, Some(opts)) = disk_size(d)? {
-                out.push(format!("additionalDisks option {opts:?} ({d})"));
-            }
+            parse_disk(d)?;
         }
         if let Some(date) = &self.creation_date {
             let day = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
@@ -407,17 +429,44 @@ impl Meta {
         if let Some(disks) = &self.additional_disks {
             t.extra_disks = disks
                 .iter()
-                .map(|d| disk_size(d).map(|(n, _)| n))
+                .map(|d| parse_disk(d))
                 .collect::<Result<_, _>>()?;
             if !t.extra_disks.is_empty() {
-                t.requires.push("extra-disk".into());
+                t.require("extra-disk");
             }
+            if t.extra_disks.iter().any(|d| d.multipath) {
+                t.require("multipath");
+            }
+        }
+        // coreos-assembler's `minDisk` (GB) and `primaryDisk`'s size: the bigger one is the
+        // primary disk's minimum (read as GiB, a little more than asked).
+        let primary = match &self.primary_disk {
+            Some(v) => primary_disk(v)?.0,
+            None => None,
+        };
+        t.primary_disk_gib = primary
+            .into_iter()
+            .chain(self.min_disk)
+            .filter(|n| *n > 0)
+            .max();
+        if t.primary_disk_gib.is_some() {
+            t.require("primary-disk-size");
+        }
+        t.extra_nics = self.additional_nics.unwrap_or(0);
+        if t.extra_nics > 0 {
+            t.require("extra-nic");
         }
         t.min_memory_mb = self.min_memory.filter(|m| *m > 0);
         if let Some(k) = &self.append_kernel_args {
             t.kernel_args = k.split_whitespace().map(String::from).collect();
             if !t.kernel_args.is_empty() {
-                t.requires.push("kernel-args".into());
+                t.require("kernel-args");
+            }
+        }
+        if let Some(k) = &self.append_firstboot_kernel_args {
+            t.first_boot_kernel_args = k.split_whitespace().map(String::from).collect();
+            if !t.first_boot_kernel_args.is_empty() {
+                t.require("kernel-args");
             }
         }
         t.non_exclusive = !self.exclusive.unwrap_or(true);
@@ -541,7 +590,7 @@ mod tests {
         assert_eq!(t.distros, vec!["fcos"]);
         assert!(t.has_tag("smoke") && t.flags.no_kernel_panic_check);
         assert_eq!(t.required_tag.as_deref(), Some("special"));
-        assert_eq!(t.extra_disks, vec![5, 1]);
+        assert_eq!(t.extra_disks, vec![DiskSpec::new(5), DiskSpec::new(1)]);
         assert_eq!(t.min_memory_mb, Some(4096));
         assert_eq!(t.kernel_args, vec!["enforcing=0", "quiet"]);
         assert_eq!(t.requires, vec!["extra-disk", "kernel-args"]);
@@ -549,11 +598,52 @@ mod tests {
         assert!(t.non_exclusive);
         assert_eq!(t.conflicts, vec!["ext.x.y"]);
 
+        // The machine-shape keys are honoured.
         let m: Meta = serde_json::from_str(
-            r#"{"additionalNics": 2, "minDisk": 15, "primaryDisk": "20G:mpath",
-                "additionalDisks": ["5G:mpath"], "appendFirstbootKernelArgs": "ip=dhcp",
-                "injectContainer": true, "creationDate": "2026-11-20", "architectures": "s390x",
-                "numaNodes": false}"#,
+            r#"{"additionalNics": 2, "minDisk": 15, "primaryDisk": "20G",
+                "additionalDisks": ["5G:mpath", "1G:4k", "2GB:channel=nvme,serial=fast", "3"],
+                "appendFirstbootKernelArgs": "ip=dhcp rd.neednet=1", "numaNodes": false}"#,
+        )
+        .unwrap();
+        assert_eq!(m.unsupported(today).unwrap(), Vec::<String>::new());
+        let mut t = Test::new("ext.p.shape", |_c| async { Ok(()) });
+        m.apply(&mut t).unwrap();
+        assert_eq!(
+            t.extra_disks,
+            vec![
+                DiskSpec::new(5).multipath(),
+                DiskSpec::new(1).sectors(crate::platform::SectorSize::Native4k),
+                DiskSpec::new(2)
+                    .interface(crate::platform::DiskInterface::Nvme)
+                    .serial("fast"),
+                DiskSpec::new(3),
+            ]
+        );
+        assert_eq!(
+            t.primary_disk_gib,
+            Some(20),
+            "the bigger of minDisk and primaryDisk"
+        );
+        assert_eq!(t.extra_nics, 2);
+        assert_eq!(t.first_boot_kernel_args, vec!["ip=dhcp", "rd.neednet=1"]);
+        assert_eq!(
+            t.requires,
+            vec![
+                "extra-disk",
+                "multipath",
+                "primary-disk-size",
+                "extra-nic",
+                "kernel-args"
+            ]
+        );
+        let m: Meta = serde_json::from_str(r#"{"minDisk": 15, "primaryDisk": ["10G"]}"#).unwrap();
+        let mut t = Test::new("ext.p.min", |_c| async { Ok(()) });
+        m.apply(&mut t).unwrap();
+        assert_eq!(t.primary_disk_gib, Some(15));
+
+        let m: Meta = serde_json::from_str(
+            r#"{"additionalNics": 9, "primaryDisk": "20G:mpath",
+                "injectContainer": true, "creationDate": "2026-11-20", "architectures": "s390x"}"#,
         )
         .unwrap();
         let u = m.unsupported(today).unwrap();
@@ -563,14 +653,19 @@ mod tests {
             vec![
                 "primaryDisk",
                 "injectContainer",
-                "minDisk",
                 "additionalNics",
-                "appendFirstbootKernelArgs",
-                "additionalDisks",
                 "creationDate",
                 "architectures"
             ]
         );
+        assert!(
+            u[0].starts_with("primaryDisk option mpath (\"20G:mpath\""),
+            "{}",
+            u[0]
+        );
+        let bad: Meta = serde_json::from_str(r#"{"additionalDisks": ["1G:8k"]}"#).unwrap();
+        let e = bad.unsupported(today).unwrap_err();
+        assert!(e.contains("unknown option \"8k\""), "{e}");
         let bad: Meta = serde_json::from_str(r#"{"additionalDisks": ["big"]}"#).unwrap();
         assert!(bad.unsupported(today).is_err());
         let mut t = Test::new("x", |_c| async { Ok(()) });

@@ -13,6 +13,7 @@
 //!   autopkgtest reboot requests.
 
 pub mod discover;
+mod error;
 mod guest;
 pub mod meta;
 mod tar;
@@ -28,6 +29,8 @@ use crate::sharing::conflict;
 use crate::test::Test;
 
 pub use discover::{discover, Discovery, Found};
+pub use error::ExternalError;
+pub use guest::ExternalTest;
 pub use meta::{Meta, MetaSource};
 
 /// The tag every external test carries (as in kola).
@@ -36,67 +39,6 @@ pub const EXTERNAL_TAG: &str = "external";
 pub const UNIT: &str = "kola-runext.service";
 /// Where an exclusive test's data is on the machine (non-exclusive ones: `…-N`).
 pub const DATA_DEST: &str = "/var/opt/kola/extdata";
-
-/// Bad external tests: every one is an input error (exit 2).
-#[derive(Debug, thiserror::Error)]
-pub enum ExternalError {
-    /// Metadata or a config that does not parse.
-    #[error("{}:{line}: {reason}", path.display())]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// The 1-based line.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A tree or file bogie cannot use as it is.
-    #[error("{}: {reason}", path.display())]
-    Invalid {
-        /// The file or directory.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Two tests got the same name (two `-E` directories with one basename, or a lone
-    /// `test.sh` named like a file beside its directory).
-    #[error("two external tests are named {name}: {} and {}", first.display(), second.display())]
-    Duplicate {
-        /// The name.
-        name: String,
-        /// One executable.
-        first: PathBuf,
-        /// The other.
-        second: PathBuf,
-    },
-}
-
-/// What the test body needs to run one external test on its machine.
-#[derive(Debug, Clone)]
-pub struct ExternalTest {
-    /// The test's name (`KOLA_TEST`).
-    pub name: String,
-    /// The executable on this host, as found (`DIR/tests/kola/...`).
-    pub executable: PathBuf,
-    /// Data directories copied to [`ExternalTest::data_dest`], later ones over earlier:
-    /// the shared `tests/kola/data`, then the test's own `data`.
-    pub data: Vec<PathBuf>,
-    /// The systemd unit it runs as (`KOLA_UNIT`).
-    pub unit: String,
-    /// `KOLA_EXT_DATA` on the machine.
-    pub data_dest: String,
-    /// Whether it may ask for reboots (exclusive tests only, as in kola).
-    pub reboots: bool,
-}
 
 /// Loads the external tests of every `-E DIR` as registrable tests, in order. Warnings
 /// (a script without its execute bit, a broken link) are logged.
@@ -431,6 +373,12 @@ mod tests {
             "#!/bin/sh\n## kola:\n##   additionalNics: 2\n",
             0o755,
         );
+        write(
+            &k,
+            "inject",
+            "#!/bin/sh\n## kola:\n##   injectContainer: true\n",
+            0o755,
+        );
         let tests = load(std::slice::from_ref(&p)).unwrap();
         let by = |n: &str| tests.iter().find(|t| t.name == n).unwrap();
         let a = by("ext.proj.suite.a");
@@ -447,8 +395,12 @@ mod tests {
             "3.0.0"
         );
         let nics = by("ext.proj.nics");
-        let why = nics.unsupported.as_deref().unwrap();
-        assert!(why.contains("additionalNics (2)"), "{why}");
+        assert!(nics.unsupported.is_none(), "{:?}", nics.unsupported);
+        assert_eq!(nics.extra_nics, 2);
+        assert!(nics.requires.iter().any(|r| r == "extra-nic"));
+        let inject = by("ext.proj.inject");
+        let why = inject.unsupported.as_deref().unwrap();
+        assert!(why.contains("injectContainer"), "{why}");
         assert!(a.unsupported.is_none());
 
         // The same basename twice.

@@ -51,6 +51,9 @@ fn spec(dir: &std::path::Path, id: &str) -> MachineSpec {
         cpus: None,
         extra_disks: vec![],
         kernel_args: vec![],
+        primary_disk_gib: None,
+        extra_nics: 0,
+        first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive: false,
     }

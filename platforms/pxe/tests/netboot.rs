@@ -91,6 +91,9 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
             cpus: None,
             extra_disks: vec![],
             kernel_args: vec![],
+            primary_disk_gib: None,
+            extra_nics: 0,
+            first_boot_kernel_args: Vec::new(),
             tpm: false,
             may_outlive: false,
         })

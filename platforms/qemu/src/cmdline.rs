@@ -7,6 +7,7 @@
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 
+use bogie_harness::platform::{DiskInterface, DiskSpec, SectorSize};
 use bogie_harness::{Arch, PlatformError};
 
 /// The accelerator a machine runs under, after `auto` was resolved.
@@ -61,6 +62,29 @@ pub(crate) struct PrivateNic {
     pub mac: String,
 }
 
+/// An extra disk as QEMU attaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExtraDisk {
+    /// Its qcow2 file.
+    pub file: PathBuf,
+    /// What the test asked for (interface, sectors, multipath).
+    pub spec: DiskSpec,
+    /// The serial the guest sees (the spec's, or `extra-disk-N`).
+    pub serial: String,
+}
+
+/// The default serial of extra disk `n` (from 1): `/dev/disk/by-id/virtio-extra-disk-N`.
+pub(crate) fn default_serial(n: usize) -> String {
+    format!("extra-disk-{n}")
+}
+
+/// The user-mode network of extra NIC `index` (from 0): `10.0.3.0/24`, `10.0.4.0/24`, ...
+/// Apart from the first NIC's `10.0.2.0/24`, so a guest that configures every NIC by DHCP
+/// still answers SSH (which arrives from `10.0.2.2`) through the first one.
+pub(crate) fn extra_nic_net(index: usize) -> String {
+    format!("10.0.{}.0/24", index + 3)
+}
+
 /// Everything one QEMU invocation needs.
 #[derive(Debug, Clone)]
 pub(crate) struct MachinePlan {
@@ -72,8 +96,10 @@ pub(crate) struct MachinePlan {
     pub boot: Boot,
     /// The machine's qcow2 overlay.
     pub disk: PathBuf,
-    /// Additional empty qcow2 disks.
-    pub extra_disks: Vec<PathBuf>,
+    /// Additional empty disks.
+    pub extra_disks: Vec<ExtraDisk>,
+    /// The MACs of the additional user-mode NICs, in order.
+    pub extra_nics: Vec<String>,
     /// The Ignition config file, when there is one.
     pub ignition: Option<PathBuf>,
     /// The fw_cfg names the config is passed under.
@@ -92,6 +118,11 @@ pub(crate) struct MachinePlan {
     /// `-incoming URI`: the machine starts paused and loads its state (a template's memory)
     /// instead of booting.
     pub incoming: Option<String>,
+    /// `-no-reboot`: a guest reboot ends QEMU (the first boot of a machine with first-boot
+    /// kernel arguments, relaunched with the normal ones).
+    pub no_reboot: bool,
+    /// Append to the console file instead of truncating it (a relaunched machine).
+    pub console_append: bool,
 }
 
 /// A path as a command-line string; QEMU takes paths as bytes, but we build `key=value`
@@ -130,6 +161,71 @@ pub(crate) fn machine_and_cpu(arch: Arch, accel: ResolvedAccel) -> (&'static str
         // slow; the implementation-defined one is functionally the same for a guest.
         (Arch::Arm64, ResolvedAccel::Tcg) => ("virt,gic-version=3", "max,pauth-impdef=on"),
     }
+}
+
+/// `-drive`/`-blockdev` and `-device` arguments of extra disk `n` (from 1).
+fn disk_args(n: usize, d: &ExtraDisk, push: &mut impl FnMut(&[&str])) -> Result<(), PlatformError> {
+    let file = opt_path(&d.file)?;
+    let sectors = match d.spec.sectors {
+        SectorSize::Sectors512 => String::new(),
+        s => format!(
+            ",logical_block_size={},physical_block_size={}",
+            s.logical(),
+            s.physical()
+        ),
+    };
+    let serial = qemu_escape(&d.serial);
+    // A SCSI disk gets a WWN only when the test names one: udev then names it by the WWN
+    // (`scsi-3<wwn>`, `wwn-0x<wwn>`) instead of by its serial
+    // (`scsi-0QEMU_QEMU_HARDDISK_<serial>`).
+    let wwn = d
+        .spec
+        .wwn
+        .map(|w| format!(",wwn={w:#x}"))
+        .unwrap_or_default();
+    if d.spec.multipath {
+        // One backing node, two SCSI disks on two controllers, both sharing write access:
+        // two paths to one disk. The vendor/product pair is what multipath-tools expects of
+        // such a disk (as coreos-assembler presents it).
+        push(&[
+            "-blockdev",
+            &format!(
+                "driver=qcow2,node-name=disk{n},discard=unmap,cache.direct=off,cache.no-flush=on,file.driver=file,file.filename={file}"
+            ),
+        ]);
+        for path in ["a", "b"] {
+            push(&["-device", &format!("virtio-scsi-pci,id=scsi{n}{path}")]);
+            push(&[
+                "-device",
+                &format!(
+                    "scsi-hd,bus=scsi{n}{path}.0,drive=disk{n},share-rw=on,serial={serial}{wwn},vendor=NVME,product=VirtualMultipath{sectors}"
+                ),
+            ]);
+        }
+        return Ok(());
+    }
+    push(&[
+        "-drive",
+        &format!("if=none,id=disk{n},format=qcow2,cache=unsafe,discard=unmap,file={file}"),
+    ]);
+    match d.spec.interface {
+        DiskInterface::Virtio => push(&[
+            "-device",
+            &format!("virtio-blk-pci,drive=disk{n},serial={serial}{sectors}"),
+        ]),
+        DiskInterface::Nvme => push(&[
+            "-device",
+            &format!("nvme,drive=disk{n},serial={serial}{sectors}"),
+        ]),
+        DiskInterface::Scsi => {
+            push(&["-device", &format!("virtio-scsi-pci,id=scsi{n}")]);
+            push(&[
+                "-device",
+                &format!("scsi-hd,bus=scsi{n}.0,drive=disk{n},serial={serial}{wwn}{sectors}"),
+            ]);
+        }
+    }
+    Ok(())
 }
 
 impl MachinePlan {
@@ -203,18 +299,7 @@ impl MachinePlan {
             &format!("virtio-blk-pci,drive=disk0,serial=primary-disk{bootindex}"),
         ]);
         for (i, d) in self.extra_disks.iter().enumerate() {
-            let n = i + 1;
-            push(&[
-                "-drive",
-                &format!(
-                    "if=none,id=disk{n},format=qcow2,cache=unsafe,discard=unmap,file={}",
-                    opt_path(d)?
-                ),
-            ]);
-            push(&[
-                "-device",
-                &format!("virtio-blk-pci,drive=disk{n},serial=extra-disk-{n}"),
-            ]);
+            disk_args(i + 1, d, &mut push)?;
         }
 
         push(&[
@@ -229,6 +314,15 @@ impl MachinePlan {
                 &format!("socket,id=net1,mcast={},localaddr=127.0.0.1", nic.mcast),
                 "-device",
                 &format!("virtio-net-pci,netdev=net1,mac={},romfile=", nic.mac),
+            ]);
+        }
+        for (i, mac) in self.extra_nics.iter().enumerate() {
+            let id = i + 2;
+            push(&[
+                "-netdev",
+                &format!("user,id=net{id},net={}", extra_nic_net(i)),
+                "-device",
+                &format!("virtio-net-pci,netdev=net{id},mac={mac},romfile="),
             ]);
         }
         push(&[
@@ -252,12 +346,20 @@ impl MachinePlan {
                 &format!("{model},tpmdev=tpm0"),
             ]);
         }
+        let append = if self.console_append {
+            ",append=on"
+        } else {
+            ""
+        };
         push(&[
             "-chardev",
-            &format!("file,id=console0,path={}", opt_path(&self.console)?),
+            &format!("file,id=console0,path={}{append}", opt_path(&self.console)?),
             "-serial",
             "chardev:console0",
         ]);
+        if self.no_reboot {
+            push(&["-no-reboot"]);
+        }
         push(&[
             "-qmp",
             &format!("unix:{},server=on,wait=off", opt_path(&self.qmp_socket)?),
@@ -294,6 +396,7 @@ mod tests {
             boot,
             disk: "/out/t/m0/disk.qcow2".into(),
             extra_disks: vec![],
+            extra_nics: vec![],
             ignition: Some("/out/t/m0/ignition.json".into()),
             fw_cfg_names: vec![
                 "opt/org.flatcar-linux/config".into(),
@@ -309,7 +412,25 @@ mod tests {
             tpm_socket: None,
             extra_args: vec![],
             incoming: None,
+            no_reboot: false,
+            console_append: false,
         }
+    }
+
+    fn disk(n: usize, spec: DiskSpec) -> ExtraDisk {
+        ExtraDisk {
+            file: format!("/out/t/m0/extra-disk-{n}.qcow2").into(),
+            serial: spec.serial.clone().unwrap_or_else(|| default_serial(n)),
+            spec,
+        }
+    }
+
+    /// The `-device` values of `args`.
+    fn devices(args: &[String]) -> Vec<&str> {
+        args.windows(2)
+            .filter(|w| w[0] == "-device")
+            .map(|w| w[1].as_str())
+            .collect()
     }
 
     fn joined(p: &MachinePlan) -> String {
@@ -459,7 +580,7 @@ mod tests {
     fn commas_in_paths_are_escaped_and_extra_disks_and_args_are_added() {
         let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
         p.console = "/out/a,b/console.txt".into();
-        p.extra_disks = vec!["/out/t/m0/extra-1.qcow2".into()];
+        p.extra_disks = vec![disk(1, DiskSpec::new(1))];
         p.extra_args = vec!["-device".into(), "virtio-balloon-pci".into()];
         p.private_nic = None;
         let args = p.args().unwrap();
@@ -467,5 +588,106 @@ mod tests {
         assert!(args.contains(&"virtio-blk-pci,drive=disk1,serial=extra-disk-1".to_string()));
         assert_eq!(args[args.len() - 2..], ["-device", "virtio-balloon-pci"]);
         assert!(!args.iter().any(|a| a.contains("net1")));
+    }
+
+    #[test]
+    fn extra_disks_get_their_interface_sectors_and_serial() {
+        let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        p.extra_disks = vec![
+            disk(
+                1,
+                DiskSpec::new(2)
+                    .sectors(SectorSize::Native4k)
+                    .serial("four-k"),
+            ),
+            disk(
+                2,
+                DiskSpec::new(3)
+                    .interface(DiskInterface::Nvme)
+                    .serial("fast"),
+            ),
+            disk(
+                3,
+                DiskSpec::new(1)
+                    .interface(DiskInterface::Scsi)
+                    .sectors(SectorSize::Emulated512),
+            ),
+            disk(4, DiskSpec::new(1)),
+        ];
+        let args = p.args().unwrap();
+        let s = args.join(" ");
+        for n in 1..=4 {
+            assert!(s.contains(&format!(
+                "-drive if=none,id=disk{n},format=qcow2,cache=unsafe,discard=unmap,file=/out/t/m0/extra-disk-{n}.qcow2"
+            )));
+        }
+        let devs = devices(&args);
+        assert!(devs.contains(
+            &"virtio-blk-pci,drive=disk1,serial=four-k,logical_block_size=4096,physical_block_size=4096"
+        ));
+        assert!(devs.contains(&"nvme,drive=disk2,serial=fast"));
+        assert!(devs.contains(&"virtio-scsi-pci,id=scsi3"));
+        assert!(devs.contains(
+            &"scsi-hd,bus=scsi3.0,drive=disk3,serial=extra-disk-3,logical_block_size=512,physical_block_size=4096"
+        ));
+        assert!(devs.contains(&"virtio-blk-pci,drive=disk4,serial=extra-disk-4"));
+        // The primary disk is unchanged.
+        assert!(devs.contains(&"virtio-blk-pci,drive=disk0,serial=primary-disk,bootindex=1"));
+    }
+
+    #[test]
+    fn a_multipath_disk_is_one_node_behind_two_scsi_controllers() {
+        let mut p = plan(Arch::Arm64, Boot::Firmware(Firmware::Default));
+        let mut spec = DiskSpec::new(5).multipath().serial("mp");
+        spec.wwn = Some(0x5000_c500_155a_3456);
+        p.extra_disks = vec![disk(1, spec)];
+        let args = p.args().unwrap();
+        let blockdevs: Vec<&String> = args
+            .windows(2)
+            .filter(|w| w[0] == "-blockdev")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            blockdevs,
+            ["driver=qcow2,node-name=disk1,discard=unmap,cache.direct=off,cache.no-flush=on,file.driver=file,file.filename=/out/t/m0/extra-disk-1.qcow2"]
+        );
+        assert!(
+            !args.iter().any(|a| a.contains("id=disk1,")),
+            "no -drive for it"
+        );
+        let devs = devices(&args);
+        for path in ["a", "b"] {
+            assert!(devs.contains(&format!("virtio-scsi-pci,id=scsi1{path}").as_str()));
+            assert!(devs.contains(
+                &format!("scsi-hd,bus=scsi1{path}.0,drive=disk1,share-rw=on,serial=mp,wwn=0x5000c500155a3456,vendor=NVME,product=VirtualMultipath").as_str()
+            ));
+        }
+    }
+
+    #[test]
+    fn extra_nics_are_user_networks_of_their_own_with_the_given_macs() {
+        let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        p.extra_nics = vec!["52:55:00:d1:56:00".into(), "52:55:00:d1:56:01".into()];
+        let s = joined(&p);
+        // The first NIC and the private network stay as they are.
+        assert!(s.contains("-netdev user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22 -device virtio-net-pci,netdev=net0,romfile="));
+        assert!(s.contains("-netdev socket,id=net1,mcast=230.77.1.2:45000,localaddr=127.0.0.1"));
+        assert!(s.contains("-netdev user,id=net2,net=10.0.3.0/24 -device virtio-net-pci,netdev=net2,mac=52:55:00:d1:56:00,romfile="));
+        assert!(s.contains("-netdev user,id=net3,net=10.0.4.0/24 -device virtio-net-pci,netdev=net3,mac=52:55:00:d1:56:01,romfile="));
+        assert!(!joined(&plan(Arch::Amd64, Boot::Firmware(Firmware::Default))).contains("net2"));
+    }
+
+    #[test]
+    fn a_first_boot_run_ends_on_reboot_and_a_relaunch_appends_to_the_console() {
+        let mut p = plan(Arch::Amd64, Boot::Firmware(Firmware::Default));
+        p.no_reboot = true;
+        let args = p.args().unwrap();
+        assert_eq!(args.iter().filter(|a| *a == "-no-reboot").count(), 1);
+        assert!(args.contains(&"file,id=console0,path=/out/t/m0/console.txt".to_string()));
+        p.no_reboot = false;
+        p.console_append = true;
+        let args = p.args().unwrap();
+        assert!(!args.iter().any(|a| a == "-no-reboot"));
+        assert!(args.contains(&"file,id=console0,path=/out/t/m0/console.txt,append=on".to_string()));
     }
 }

@@ -102,6 +102,9 @@ pub struct QemuOptions {
     pub qemu_options: Vec<String>,
     /// `--qemu-skip-mangle`: accepted for kola compatibility; bogie never modifies images.
     pub skip_mangle: bool,
+    /// `--qemu-grow-base-disk-by`: bytes added to every machine's primary disk (its qcow2
+    /// overlay is made this much bigger than the image's disk); 0 keeps the image's size.
+    pub grow_base_disk_by: u64,
 }
 
 impl QemuOptions {
@@ -119,8 +122,35 @@ impl QemuOptions {
             accel: Accel::Auto,
             qemu_options: Vec::new(),
             skip_mangle: false,
+            grow_base_disk_by: 0,
         }
     }
+}
+
+/// Parses a size the way kola's `--qemu-grow-base-disk-by` takes it: a number of bytes with
+/// an optional 1024-based suffix `k`/`K`, `M`, `G` or `T` (a trailing `b`/`B`, as in `5GB`
+/// or `5GiB`, is ignored).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix("ib"))
+        .unwrap_or(t);
+    let t = t.strip_suffix(['b', 'B']).unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'M')) => (&t[..i], 20),
+        Some((i, 'G')) => (&t[..i], 30),
+        Some((i, 'T')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| {
+            format!("{s:?} is not a size (bytes, or a number with K, M, G or T, e.g. 5G)")
+        })
 }
 
 /// vCPUs per machine when `parallel` machines run at once: host cores ÷ parallel, at least 1.
@@ -478,10 +508,18 @@ impl Platform for QemuPlatform {
     }
 
     fn capabilities(&self) -> BTreeSet<String> {
-        let mut c: BTreeSet<String> = ["extra-disk", "fw-cfg", "private-network", "qmp"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut c: BTreeSet<String> = [
+            "extra-disk",
+            "extra-nic",
+            "fw-cfg",
+            "multipath",
+            "primary-disk-size",
+            "private-network",
+            "qmp",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         if matches!(self.inner.boot, BootTemplate::DirectKernel { .. }) {
             c.insert("kernel-args".into());
         }

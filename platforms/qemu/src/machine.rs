@@ -13,7 +13,7 @@ use bogie_harness::{Cluster, ClusterSpec, Machine, MachineSpec, PlatformError};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::cmdline::{Boot, Firmware, MachinePlan, PrivateNic};
+use crate::cmdline::{self as cl, Boot, ExtraDisk, Firmware, MachinePlan, PrivateNic};
 use crate::ignition::{self, PRIVATE_NETWORK_FILE};
 use crate::qmp::Qmp;
 use crate::snapshot::{self, Restore};
@@ -45,6 +45,16 @@ pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean `quit` may take before SIGKILL.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: u32 = 3;
+/// How often a machine waiting for its first reboot is checked.
+const FIRST_BOOT_POLL: Duration = Duration::from_millis(250);
+/// What the kernel prints last when it reboots (also with `quiet`: it is an emergency
+/// message).
+const REBOOT_MESSAGE: &str = "reboot: Restarting system";
+/// The prefix of the command line a relaunch writes to `qemu.log` (not QEMU's output).
+const RELAUNCH_HEADER: &str = "# relaunched after the first boot: ";
+/// At most this many extra disks and extra NICs per machine (PCI slots are finite).
+const MAX_EXTRA_DISKS: usize = 8;
+const MAX_EXTRA_NICS: u32 = 8;
 
 const RUNNING: u8 = 0;
 const KEPT: u8 = 1;
@@ -119,6 +129,64 @@ pub(crate) async fn qemu_img(binary: &Path, args: &[&str]) -> Result<(), Platfor
         )));
     }
     Ok(())
+}
+
+/// The virtual size in bytes of a `qcow2` or `raw` disk: the qcow2 header's size field, or
+/// the raw file's length.
+pub(crate) fn disk_virtual_size(path: &Path, format: &str) -> Result<u64, PlatformError> {
+    let err = |e| PlatformError::io(format!("reading the size of {}", path.display()), e);
+    if format == "qcow2" {
+        let head = crate::detect::read_head(path, 32).map_err(err)?;
+        let size = head
+            .get(24..32)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| machine_err(format!("{}: a truncated qcow2 header", path.display())))?;
+        Ok(size)
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).map_err(err)
+    }
+}
+
+/// The primary disk's size when it must be bigger than the image's `base` bytes: `grow`
+/// bytes more (`--qemu-grow-base-disk-by`), and at least `min_gib` GiB (the test's
+/// minimum); None when the image's size will do.
+pub(crate) fn primary_disk_size(base: u64, grow: u64, min_gib: Option<u32>) -> Option<u64> {
+    let min = min_gib.map_or(0, |g| u64::from(g) << 30);
+    let want = base.saturating_add(grow).max(min);
+    (want > base).then_some(want)
+}
+
+/// The extra disks of `spec` as QEMU attaches them, with their files in `dir`; refuses
+/// what no QEMU can attach.
+fn plan_extra_disks(spec: &MachineSpec, dir: &Path) -> Result<Vec<ExtraDisk>, PlatformError> {
+    if spec.extra_disks.len() > MAX_EXTRA_DISKS {
+        return Err(PlatformError::Input(format!(
+            "{}: {} extra disks asked, at most {MAX_EXTRA_DISKS}",
+            spec.id,
+            spec.extra_disks.len()
+        )));
+    }
+    let mut serials = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, d) in spec.extra_disks.iter().enumerate() {
+        let n = i + 1;
+        d.validate()
+            .map_err(|e| PlatformError::Input(format!("{}: extra disk {n} ({d}): {e}", spec.id)))?;
+        let serial = d.serial.clone().unwrap_or_else(|| cl::default_serial(n));
+        if serial == "primary-disk" || !serials.insert(serial.clone()) {
+            return Err(PlatformError::Input(format!(
+                "{}: extra disk {n} ({d}): serial {serial:?} is taken",
+                spec.id
+            )));
+        }
+        out.push(ExtraDisk {
+            file: dir.join(format!("extra-disk-{n}.qcow2")),
+            serial,
+            spec: d.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Kills a half-started QEMU and removes its files if booting does not complete (an error,
@@ -231,9 +299,12 @@ impl QemuCluster {
         let m = Arc::new(
             boot_machine(&self.platform, spec, self.mcast, self.tag, index, restore).await?,
         );
+        if m.relaunch_pending() {
+            supervise_first_boot(&m, self.platform.clone());
+        }
         tracing::info!(
             machine = %m.id,
-            pid = m.pid,
+            pid = m.pid(),
             ssh_port = m.ssh_port,
             "QEMU {} in {:.1}s",
             if restored { "restored" } else { "started" },
@@ -361,26 +432,36 @@ async fn boot_machine(
         Some(r) => (r.disk.clone(), "qcow2"),
         None => (p.disk.clone(), p.disk_format.as_str()),
     };
-    qemu_img(
-        img,
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            backing_format,
-            "-b",
-            &path_arg(&backing)?,
-            &path_arg(&overlay)?,
-        ],
-    )
-    .await?;
-    let mut extra_disks = Vec::new();
-    for (i, size) in spec.extra_disks.iter().enumerate() {
-        let d = dir.join(format!("extra-disk-{}.qcow2", i + 1));
-        let _ = std::fs::remove_file(&d);
-        guard.files.push(d.clone());
+    // A restored machine's overlay inherits the template's (already grown) size.
+    let size = match &restore {
+        Some(_) => None,
+        None if p.opts.grow_base_disk_by > 0 || spec.primary_disk_gib.is_some() => {
+            let base = disk_virtual_size(&p.disk, &p.disk_format)?;
+            primary_disk_size(base, p.opts.grow_base_disk_by, spec.primary_disk_gib)
+        }
+        None => None,
+    };
+    let mut create = vec![
+        "create".to_string(),
+        "-q".into(),
+        "-f".into(),
+        "qcow2".into(),
+        "-F".into(),
+        backing_format.into(),
+        "-b".into(),
+        path_arg(&backing)?,
+        path_arg(&overlay)?,
+    ];
+    if let Some(bytes) = size {
+        tracing::debug!(machine = %spec.id, bytes, "primary disk grown");
+        create.push(bytes.to_string());
+    }
+    let create: Vec<&str> = create.iter().map(String::as_str).collect();
+    qemu_img(img, &create).await?;
+    let extra_disks = plan_extra_disks(&spec, &dir)?;
+    for d in &extra_disks {
+        let _ = std::fs::remove_file(&d.file);
+        guard.files.push(d.file.clone());
         qemu_img(
             img,
             &[
@@ -388,16 +469,33 @@ async fn boot_machine(
                 "-q",
                 "-f",
                 "qcow2",
-                &path_arg(&d)?,
-                &format!("{size}G"),
+                &path_arg(&d.file)?,
+                &format!("{}G", d.spec.size_gib),
             ],
         )
         .await?;
-        extra_disks.push(d);
     }
+    if spec.extra_nics > MAX_EXTRA_NICS {
+        return Err(PlatformError::Input(format!(
+            "{}: {} extra NICs asked, at most {MAX_EXTRA_NICS}",
+            spec.id, spec.extra_nics
+        )));
+    }
+    let extra_nics = (0..spec.extra_nics)
+        .map(bogie_harness::platform::extra_nic_mac)
+        .collect();
 
+    // With first-boot kernel arguments, the first QEMU boots with them and `-no-reboot`;
+    // the guest's first reboot ends it and the machine is relaunched with `later_boot`.
+    let mut later_boot = None;
     let boot = match &p.boot {
         _ if restore.is_some() => {
+            if !spec.first_boot_kernel_args.is_empty() {
+                return Err(machine_err(format!(
+                    "{}: a machine with first-boot kernel arguments cannot start from a template",
+                    spec.id
+                )));
+            }
             let r = restore.as_ref().expect("checked");
             r.boot(&dir, &mut guard.files).await?
         }
@@ -407,14 +505,21 @@ async fn boot_machine(
             args,
         } => {
             let append = snapshot::join_args(args, &spec.kernel_args);
-            Boot::DirectKernel {
+            let boot = |append: String| Boot::DirectKernel {
                 kernel: kernel.clone(),
                 initrd: initrd.clone(),
                 append,
+            };
+            if spec.first_boot_kernel_args.is_empty() {
+                boot(append)
+            } else {
+                let first = snapshot::join_args(&append, &spec.first_boot_kernel_args);
+                later_boot = Some(boot(append));
+                boot(first)
             }
         }
         BootTemplate::Firmware(fw) => {
-            if !spec.kernel_args.is_empty() {
+            if !spec.kernel_args.is_empty() || !spec.first_boot_kernel_args.is_empty() {
                 tracing::warn!(machine = %spec.id, "kernel arguments are ignored for firmware boot");
             }
             Boot::Firmware(machine_firmware(fw, &dir, &mut guard.files).await?)
@@ -437,6 +542,7 @@ async fn boot_machine(
         boot,
         disk: overlay,
         extra_disks,
+        extra_nics,
         ignition,
         fw_cfg_names: p.fw_cfg_names.clone(),
         ssh_port: 0,
@@ -449,6 +555,8 @@ async fn boot_machine(
         tpm_socket: None,
         extra_args: p.opts.qemu_options.clone(),
         incoming: restore.as_ref().map(Restore::incoming_uri),
+        no_reboot: later_boot.is_some(),
+        console_append: false,
     };
     let lifetime = if spec.may_outlive {
         Lifetime::Detached
@@ -474,38 +582,8 @@ async fn boot_machine(
 
     for attempt in 1..=PORT_ATTEMPTS {
         plan.ssh_port = free_port()?;
-        let args = plan.args()?;
-        let _ = std::fs::remove_file(dir.join(QMP_SOCKET));
-        let mut header = format!("{}", p.binary.display());
-        for a in &args {
-            header.push(' ');
-            header.push_str(a);
-        }
-        header.push('\n');
-        tracing::debug!(machine = %spec.id, "{}", header.trim_end());
-        std::fs::write(&log_path, &header)
-            .map_err(|e| PlatformError::io(format!("writing {}", log_path.display()), e))?;
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| PlatformError::io(format!("opening {}", log_path.display()), e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| PlatformError::io(format!("opening {}", log_path.display()), e))?;
-        let mut cmd = Command::new(&p.binary);
-        cmd.args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        let child = spawn::spawn(cmd, lifetime)
-            .await
-            .map_err(|e| PlatformError::io(format!("starting {}", p.binary.display()), e))?;
-        let pid = child.id().unwrap_or(0);
-        guard.child = Some(child);
-
-        match wait_ready(&mut guard, &dir).await {
-            Ok(mut qmp) => {
+        match launch(p, &plan, &dir, lifetime, &mut guard, None).await {
+            Ok((mut qmp, pid)) => {
                 if restore.is_some() {
                     // -incoming: load the template's memory, then resume (the template was
                     // paused when saved, so QEMU does not start it by itself).
@@ -517,11 +595,17 @@ async fn boot_machine(
                         )));
                     }
                 }
+                let relaunch = later_boot.take().map(|boot| MachinePlan {
+                    boot,
+                    no_reboot: false,
+                    console_append: true,
+                    ..plan.clone()
+                });
                 let (child, scratch) = guard.disarm();
                 return Ok(QemuMachine {
                     id: spec.id,
                     dir,
-                    pid,
+                    pid: AtomicU32::new(pid),
                     ssh_port: plan.ssh_port,
                     private_ip,
                     may_outlive: spec.may_outlive,
@@ -530,14 +614,15 @@ async fn boot_machine(
                     plan,
                     child: tokio::sync::Mutex::new(child),
                     swtpm: Mutex::new(swtpm.0.take()),
+                    swtpm_binary: p.swtpm.clone().filter(|_| spec.tpm),
                     qmp: tokio::sync::Mutex::new(Some(qmp)),
                     state: AtomicU8::new(RUNNING),
+                    relaunch: Mutex::new(relaunch),
+                    supervisor: Mutex::new(None),
                 });
             }
-            Err(Startup::Exited(status)) => {
+            Err(Launch::Exited(status, log)) => {
                 guard.child = None;
-                let log = tail(&log_path, 2000);
-                let log = log.strip_prefix(header.trim_end()).unwrap_or(&log).trim();
                 if log.to_lowercase().contains("host forwarding") && attempt < PORT_ATTEMPTS {
                     tracing::info!(machine = %spec.id, port = plan.ssh_port, "SSH port was taken; retrying");
                     continue;
@@ -545,22 +630,109 @@ async fn boot_machine(
                 return Err(machine_err(format!(
                     "{}: QEMU exited at start ({status}): {}",
                     spec.id,
-                    if log.is_empty() { "no output" } else { log }
+                    if log.is_empty() { "no output" } else { &log }
                 )));
             }
-            Err(Startup::Failed(why)) => {
+            Err(Launch::Failed(why)) => {
                 return Err(machine_err(format!(
                     "{}: QEMU did not start: {why}; see {}",
                     spec.id,
                     log_path.display()
                 )));
             }
+            Err(Launch::Platform(e)) => return Err(e),
         }
     }
     Err(machine_err(format!(
         "{}: no free SSH port after {PORT_ATTEMPTS} attempts",
         spec.id
     )))
+}
+
+/// Why [`launch`] did not give a running QEMU.
+enum Launch {
+    /// QEMU exited at start, with its output (the command line left out).
+    Exited(ExitStatus, String),
+    /// QEMU did not answer on QMP.
+    Failed(String),
+    /// Writing its log or starting it failed.
+    Platform(PlatformError),
+}
+
+/// Starts QEMU for `plan` in `dir` (its child goes into `guard`) and waits until it answers
+/// on QMP. The command line starts `qemu.log`; a relaunch (`relaunch_of` names the machine)
+/// appends it, marked, to the log instead.
+async fn launch(
+    p: &PlatformInner,
+    plan: &MachinePlan,
+    dir: &Path,
+    lifetime: Lifetime,
+    guard: &mut BootGuard,
+    relaunch_of: Option<&str>,
+) -> Result<(Qmp, u32), Launch> {
+    let log_path = dir.join(QEMU_LOG);
+    let args = plan.args().map_err(Launch::Platform)?;
+    let _ = std::fs::remove_file(dir.join(QMP_SOCKET));
+    let mut header = format!("{}", p.binary.display());
+    for a in &args {
+        header.push(' ');
+        header.push_str(a);
+    }
+    header.push('\n');
+    tracing::debug!(machine = %plan.name, "{}", header.trim_end());
+    let io = |e| {
+        Launch::Platform(PlatformError::io(
+            format!("writing {}", log_path.display()),
+            e,
+        ))
+    };
+    let log = match relaunch_of {
+        None => {
+            std::fs::write(&log_path, &header).map_err(io)?;
+            std::fs::OpenOptions::new().append(true).open(&log_path)
+        }
+        Some(_) => std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log_path)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(format!("{RELAUNCH_HEADER}{header}").as_bytes())?;
+                Ok(f)
+            }),
+    }
+    .map_err(io)?;
+    let log2 = log.try_clone().map_err(io)?;
+    let start_len = std::fs::metadata(&log_path).map_or(0, |m| m.len()) as usize;
+    let mut cmd = Command::new(&p.binary);
+    cmd.args(&args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    let child = spawn::spawn(cmd, lifetime).await.map_err(|e| {
+        Launch::Platform(PlatformError::io(
+            format!("starting {}", p.binary.display()),
+            e,
+        ))
+    })?;
+    let pid = child.id().unwrap_or(0);
+    guard.child = Some(child);
+    match wait_ready(guard, dir).await {
+        Ok(qmp) => Ok((qmp, pid)),
+        Err(Startup::Exited(status)) => {
+            // QEMU's own output: what it wrote after the command line.
+            let bytes = std::fs::read(&log_path).unwrap_or_default();
+            let out = String::from_utf8_lossy(bytes.get(start_len..).unwrap_or_default());
+            let out = out.trim();
+            let from = out.len().saturating_sub(2000);
+            let from = (from..=out.len())
+                .find(|i| out.is_char_boundary(*i))
+                .unwrap_or(out.len());
+            Err(Launch::Exited(status, out[from..].trim().to_string()))
+        }
+        Err(Startup::Failed(why)) => Err(Launch::Failed(why)),
+    }
 }
 
 /// Specialises the image's firmware for one machine: UEFI gets its own copy of the vars
@@ -659,6 +831,51 @@ fn stop_swtpm(swtpm: &Mutex<Option<Child>>) {
     }
 }
 
+/// Watches a machine that boots with first-boot kernel arguments: when its first QEMU ends
+/// because the guest rebooted (`-no-reboot`), starts it again with the later boots'
+/// arguments, as if the reboot had happened in place. A guest that powered off stays off.
+/// Holds the machine only while it acts, so dropping the machine ends the watch.
+fn supervise_first_boot(m: &Arc<QemuMachine>, platform: Arc<PlatformInner>) {
+    let weak = Arc::downgrade(m);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FIRST_BOOT_POLL).await;
+            let Some(m) = weak.upgrade() else { return };
+            if m.state.load(Ordering::SeqCst) != RUNNING {
+                return;
+            }
+            let mut child = m.child.lock().await;
+            let status = match child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => continue,
+                Some(Ok(Some(status))) => status,
+                _ => return,
+            };
+            let plan = m.relaunch.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let Some(plan) = plan.filter(|_| status.success()) else {
+                m.relaunch.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return;
+            };
+            if !m.ended_by_guest_reboot().await {
+                tracing::info!(machine = %m.id, "the guest powered off during its first boot");
+                m.relaunch.lock().unwrap_or_else(|p| p.into_inner()).take();
+                return;
+            }
+            tracing::info!(machine = %m.id, "first boot over: starting QEMU again with the later boots' kernel arguments");
+            let result = m.start_again(&platform, &plan).await;
+            m.relaunch.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match result {
+                Ok(new) => {
+                    tracing::info!(machine = %m.id, pid = m.pid(), "QEMU relaunched");
+                    *child = Some(new);
+                }
+                Err(e) => tracing::warn!(machine = %m.id, "{e}"),
+            }
+            return;
+        }
+    });
+    *m.supervisor.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+}
+
 enum Startup {
     Exited(ExitStatus),
     Failed(String),
@@ -718,7 +935,8 @@ async fn wait_ready(guard: &mut BootGuard, dir: &Path) -> Result<Qmp, Startup> {
 pub struct QemuMachine {
     id: String,
     dir: PathBuf,
-    pid: u32,
+    /// QEMU's pid (a relaunch after the first boot changes it).
+    pid: AtomicU32,
     ssh_port: u16,
     private_ip: Option<Ipv4Addr>,
     may_outlive: bool,
@@ -732,15 +950,23 @@ pub struct QemuMachine {
     /// The machine's TPM emulator, when it has one; it exits when QEMU lets go of its
     /// socket (`--terminate`) and is killed at teardown in any case.
     swtpm: Mutex<Option<Child>>,
+    /// The swtpm a relaunch starts again on the same state (machines with a TPM).
+    swtpm_binary: Option<PathBuf>,
     pub(crate) qmp: tokio::sync::Mutex<Option<Qmp>>,
     state: AtomicU8,
+    /// A machine booted with first-boot kernel arguments, until its first reboot: how QEMU
+    /// is started again then (the later boots' arguments, the same disk, SSH port and
+    /// console).
+    relaunch: Mutex<Option<MachinePlan>>,
+    /// The task that watches for that first reboot.
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for QemuMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QemuMachine")
             .field("id", &self.id)
-            .field("pid", &self.pid)
+            .field("pid", &self.pid())
             .field("ssh_port", &self.ssh_port)
             .field("dir", &self.dir)
             .finish_non_exhaustive()
@@ -750,7 +976,7 @@ impl std::fmt::Debug for QemuMachine {
 impl QemuMachine {
     /// QEMU's process id.
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
     }
 
     /// The machine's artifact directory.
@@ -811,6 +1037,93 @@ impl QemuMachine {
         Ok(r.as_str().unwrap_or_default().to_string())
     }
 
+    /// Whether the machine still runs its first boot, to be relaunched at its first reboot.
+    fn relaunch_pending(&self) -> bool {
+        self.relaunch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn stop_supervisor(&self) {
+        if let Some(h) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
+
+    /// Whether the QEMU that just ended did so because the guest rebooted (not powered
+    /// off): its `SHUTDOWN` event says `guest-reset`, or, without one, the console ends
+    /// with the kernel's reboot message.
+    async fn ended_by_guest_reboot(&self) -> bool {
+        let events = match self.qmp.lock().await.take() {
+            Some(mut q) => q.events_until_closed(Duration::from_secs(2)).await,
+            None => Vec::new(),
+        };
+        let reason = events
+            .iter()
+            .rev()
+            .find(|e| e.get("event").and_then(Value::as_str) == Some("SHUTDOWN"))
+            .and_then(|e| e.pointer("/data/reason"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match reason {
+            Some(r) => r == "guest-reset",
+            None => tail(&self.dir.join(CONSOLE), 4096).contains(REBOOT_MESSAGE),
+        }
+    }
+
+    /// Starts QEMU again after the first boot: `plan` (the later boots' kernel arguments,
+    /// no `-no-reboot`, the console appended to) on the same disk and SSH port, with its
+    /// swtpm started again on the TPM's state. Returns the new QEMU.
+    async fn start_again(
+        &self,
+        p: &PlatformInner,
+        plan: &MachinePlan,
+    ) -> Result<Child, PlatformError> {
+        let lifetime = if self.may_outlive {
+            Lifetime::Detached
+        } else {
+            Lifetime::TiedToBogie
+        };
+        let mut swtpm = SwtpmGuard(match &self.swtpm_binary {
+            Some(bin) => {
+                stop_swtpm(&self.swtpm);
+                Some(start_swtpm(bin, &self.dir, lifetime).await?)
+            }
+            None => None,
+        });
+        let mut guard = BootGuard {
+            child: None,
+            files: Vec::new(),
+        };
+        let log = self.dir.join(QEMU_LOG);
+        match launch(p, plan, &self.dir, lifetime, &mut guard, Some(&self.id)).await {
+            Ok((qmp, pid)) => {
+                self.pid.store(pid, Ordering::SeqCst);
+                *self.qmp.lock().await = Some(qmp);
+                *self.swtpm.lock().unwrap_or_else(|p| p.into_inner()) = swtpm.0.take();
+                let (child, _) = guard.disarm();
+                child.ok_or_else(|| machine_err(format!("{}: no QEMU process", self.id)))
+            }
+            Err(Launch::Exited(status, out)) => Err(machine_err(format!(
+                "{}: QEMU exited at its relaunch ({status}): {}",
+                self.id,
+                if out.is_empty() { "no output" } else { &out }
+            ))),
+            Err(Launch::Failed(why)) => Err(machine_err(format!(
+                "{}: QEMU did not start again: {why}; see {}",
+                self.id,
+                log.display()
+            ))),
+            Err(Launch::Platform(e)) => Err(e),
+        }
+    }
+
     fn remove_scratch(&self) {
         let scratch = self
             .scratch
@@ -857,19 +1170,26 @@ impl Machine for QemuMachine {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         match text.split_once('\n') {
-            Some((_, rest)) => rest.to_string(),
+            Some((_, rest)) => rest
+                .lines()
+                .filter(|l| !l.starts_with(RELAUNCH_HEADER))
+                .map(|l| format!("{l}\n"))
+                .collect(),
             None => String::new(),
         }
     }
 
     async fn is_running(&self) -> bool {
-        match self.child.lock().await.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
+        match self.child.lock().await.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => true,
+            // The first boot's QEMU ended cleanly and its relaunch is about to start.
+            Some(Ok(Some(status))) => status.success() && self.relaunch_pending(),
+            _ => false,
         }
     }
 
     async fn destroy(&self) -> Result<(), PlatformError> {
+        self.stop_supervisor();
         let mut guard = self.child.lock().await;
         let Some(mut child) = guard.take() else {
             return Ok(());
@@ -890,13 +1210,13 @@ impl Machine for QemuMachine {
             };
             if !asked {
                 // SAFETY: plain kill(2); the pid is our unreaped child, so it cannot be reused.
-                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+                unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
             }
             if tokio::time::timeout(QUIT_GRACE, child.wait())
                 .await
                 .is_err()
             {
-                tracing::warn!(machine = %self.id, pid = self.pid, "QEMU ignored quit; killing it");
+                tracing::warn!(machine = %self.id, pid = self.pid(), "QEMU ignored quit; killing it");
                 let _ = child.start_kill();
                 if tokio::time::timeout(Duration::from_secs(10), child.wait())
                     .await
@@ -904,7 +1224,8 @@ impl Machine for QemuMachine {
                 {
                     result = Err(machine_err(format!(
                         "{}: QEMU (pid {}) did not die after SIGKILL",
-                        self.id, self.pid
+                        self.id,
+                        self.pid()
                     )));
                 }
             }
@@ -939,6 +1260,21 @@ impl Machine for QemuMachine {
             Some(_) => return Err(machine_err(format!("{}: QEMU is not running", self.id))),
         }
         self.state.store(KEPT, Ordering::SeqCst);
+        self.stop_supervisor();
+        if self.relaunch_pending() {
+            // Nothing relaunches a kept machine: let its reboots reset it in place (it keeps
+            // the first boot's kernel arguments then).
+            let mut q = self.qmp.lock().await;
+            if let Some(q) = q.as_mut() {
+                if let Err(e) = q
+                    .execute("set-action", Some(json!({"reboot": "reset"})), QMP_TIMEOUT)
+                    .await
+                {
+                    tracing::warn!(machine = %self.id, "set-action reboot=reset: {e}");
+                }
+            }
+            tracing::warn!(machine = %self.id, "kept before its first reboot: later boots keep the first-boot kernel arguments");
+        }
         // The TPM stays with the kept QEMU (it ends when `bogie down` stops QEMU): not
         // killed when this handle is dropped.
         if let Some(c) = self.swtpm.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -949,7 +1285,7 @@ impl Machine for QemuMachine {
         Ok(json!({
             "platform": "qemu",
             "id": self.id,
-            "pid": self.pid,
+            "pid": self.pid(),
             "ssh_port": self.ssh_port,
             "private_ip": self.private_ip.map(|ip| ip.to_string()),
             "qmp": self.qmp_socket(),
@@ -961,12 +1297,14 @@ impl Machine for QemuMachine {
 
 impl Drop for QemuMachine {
     fn drop(&mut self) {
+        self.stop_supervisor();
         if self.state.load(Ordering::SeqCst) != RUNNING {
             return;
         }
+        let pid = self.pid();
         if let Some(c) = self.child.get_mut().as_mut() {
             if matches!(c.try_wait(), Ok(None)) {
-                tracing::warn!(machine = %self.id, pid = self.pid, "machine dropped without destroy; killing QEMU");
+                tracing::warn!(machine = %self.id, pid, "machine dropped without destroy; killing QEMU");
                 let _ = c.start_kill();
             }
         }
@@ -1057,6 +1395,7 @@ fn wait_gone(pid: i32, dir: &str, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bogie_harness::platform::DiskSpec;
 
     #[test]
     fn private_identities_are_fixed_per_index() {
@@ -1066,6 +1405,62 @@ mod tests {
         let (ip, mac) = private_identity(0xab, 5);
         assert_eq!(ip, Ipv4Addr::new(10, 77, 0, 15));
         assert_eq!(mac, "52:54:00:77:ab:0f");
+    }
+
+    #[test]
+    fn the_primary_disk_grows_by_the_flag_and_to_the_tests_minimum() {
+        const G: u64 = 1 << 30;
+        let base = 3 * G + 12345;
+        assert_eq!(primary_disk_size(base, 0, None), None);
+        assert_eq!(primary_disk_size(base, G, None), Some(base + G));
+        assert_eq!(primary_disk_size(base, 0, Some(10)), Some(10 * G));
+        // The bigger of the two wins; a minimum below the image's size changes nothing.
+        assert_eq!(primary_disk_size(base, G, Some(10)), Some(10 * G));
+        assert_eq!(primary_disk_size(base, 8 * G, Some(10)), Some(base + 8 * G));
+        assert_eq!(primary_disk_size(base, 0, Some(2)), None);
+    }
+
+    #[test]
+    fn virtual_sizes_come_from_the_qcow2_header_or_the_raw_length() {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join("d.qcow2");
+        let mut head = b"QFI\xfb\0\0\0\x03".to_vec();
+        head.resize(24, 0);
+        head.extend_from_slice(&(5u64 << 30).to_be_bytes());
+        head.resize(512, 0);
+        std::fs::write(&q, &head).unwrap();
+        assert_eq!(disk_virtual_size(&q, "qcow2").unwrap(), 5 << 30);
+        assert_eq!(disk_virtual_size(&q, "raw").unwrap(), 512);
+        std::fs::write(&q, b"QFI").unwrap();
+        assert!(disk_virtual_size(&q, "qcow2").is_err());
+    }
+
+    #[test]
+    fn extra_disks_get_default_serials_and_taken_serials_are_refused() {
+        let spec = |disks: Vec<DiskSpec>| MachineSpec {
+            id: "m1".into(),
+            extra_disks: disks,
+            ..MachineSpec::default()
+        };
+        let dir = Path::new("/out/m1");
+        let disks = plan_extra_disks(
+            &spec(vec![DiskSpec::new(1), DiskSpec::new(2).serial("data")]),
+            dir,
+        )
+        .unwrap();
+        assert_eq!(disks[0].serial, "extra-disk-1");
+        assert_eq!(disks[0].file, dir.join("extra-disk-1.qcow2"));
+        assert_eq!(disks[1].serial, "data");
+        for bad in [
+            vec![DiskSpec::new(1).serial("x"), DiskSpec::new(1).serial("x")],
+            vec![DiskSpec::new(1).serial("primary-disk")],
+            vec![DiskSpec::new(1), DiskSpec::new(1).serial("extra-disk-1")],
+            vec![DiskSpec::new(0)],
+            vec![DiskSpec::new(1); MAX_EXTRA_DISKS + 1],
+        ] {
+            let e = plan_extra_disks(&spec(bad), dir).unwrap_err();
+            assert!(matches!(e, PlatformError::Input(_)), "{e}");
+        }
     }
 
     #[test]

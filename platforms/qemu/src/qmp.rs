@@ -210,6 +210,19 @@ impl Qmp {
     pub fn take_events(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.events)
     }
+
+    /// Reads what QEMU still sends until it closes the connection (it is exiting) or
+    /// `timeout` passes, and returns every event received, oldest first (emptying the
+    /// buffer): how a watcher learns why QEMU ended (`SHUTDOWN`'s `reason`).
+    pub async fn events_until_closed(&mut self, timeout: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while let Ok(Ok(msg)) = tokio::time::timeout_at(deadline, self.read_message()).await {
+            if msg.get("event").is_some() {
+                self.events.push(msg);
+            }
+        }
+        self.take_events()
+    }
 }
 
 #[cfg(test)]
@@ -331,5 +344,38 @@ mod tests {
             q
         };
         assert!(q2.quit(Duration::from_secs(5)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn events_are_read_until_qemu_closes_the_monitor() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = tokio::spawn(async move {
+            let (r, mut w) = b.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n")
+                .await
+                .unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            let id = serde_json::from_str::<Value>(&line).unwrap()["id"].clone();
+            let lines = [
+                format!("{{\"return\": {{}}, \"id\": {id}}}"),
+                r#"{"event": "RESET", "data": {"guest": true}}"#.to_string(),
+                r#"{"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-reset"}}"#
+                    .to_string(),
+            ];
+            for l in lines {
+                w.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+            }
+            // QEMU exits: the monitor closes.
+        });
+        let t = Duration::from_secs(5);
+        let mut q = Qmp::negotiate(a, t).await.unwrap();
+        server.await.unwrap();
+        let events = q.events_until_closed(t).await;
+        let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        assert_eq!(names, ["RESET", "SHUTDOWN"]);
+        assert_eq!(events[1]["data"]["reason"], "guest-reset");
+        assert!(q.take_events().is_empty());
     }
 }

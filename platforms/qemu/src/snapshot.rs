@@ -134,6 +134,15 @@ pub(crate) fn load(
     if !spec.extra_disks.is_empty() {
         return refuse("extra disks".into());
     }
+    if spec.extra_nics > 0 {
+        return refuse("extra NICs".into());
+    }
+    if spec.primary_disk_gib.is_some() {
+        return refuse("a primary disk size".into());
+    }
+    if !spec.first_boot_kernel_args.is_empty() {
+        return refuse("first-boot kernel arguments".into());
+    }
     let boot = match &p.boot {
         BootTemplate::DirectKernel {
             kernel,
@@ -217,9 +226,14 @@ pub(crate) async fn resume_incoming(q: &mut Qmp) -> Result<(), PlatformError> {
 /// See [`QemuMachine::make_template`].
 pub(crate) async fn make_template(m: &QemuMachine, dir: &Path) -> Result<Template, PlatformError> {
     let id = m.id().to_string();
-    if !m.plan.extra_disks.is_empty() {
+    if !m.plan.extra_disks.is_empty() || !m.plan.extra_nics.is_empty() {
         return Err(machine_err(format!(
-            "{id}: a machine with extra disks cannot be a template"
+            "{id}: a machine with extra disks or NICs cannot be a template"
+        )));
+    }
+    if m.plan.no_reboot {
+        return Err(machine_err(format!(
+            "{id}: a machine in its first boot with first-boot kernel arguments cannot be a template"
         )));
     }
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;

@@ -3,6 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use bogie_harness::platform::DiskSpec;
 use bogie_harness::{Arch, Cluster, ClusterSpec, ImageInfo, MachineSpec, Platform, PlatformError};
 
 use super::*;
@@ -305,13 +306,38 @@ fn accel_auto_uses_kvm_only_when_it_works_for_the_host_arch() {
 }
 
 #[test]
+fn sizes_parse_like_kolas_grow_flag() {
+    assert_eq!(parse_size("1024").unwrap(), 1024);
+    assert_eq!(parse_size("5G").unwrap(), 5 << 30);
+    assert_eq!(parse_size("5GB").unwrap(), 5 << 30);
+    assert_eq!(parse_size("5GiB").unwrap(), 5 << 30);
+    assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+    assert_eq!(parse_size("3k").unwrap(), 3 << 10);
+    assert_eq!(parse_size("3K").unwrap(), 3 << 10);
+    assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+    assert_eq!(parse_size("0").unwrap(), 0);
+    for bad in ["", "G", "5X", "-1G", "1.5G", "99999999999T"] {
+        let e = parse_size(bad).unwrap_err();
+        assert!(e.contains("is not a size"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn capabilities_include_private_network_and_kernel_args_for_direct_boot() {
     let f = Fixture::new();
     let bin = f.bin_dir();
     let img = f.manifest(Arch::Amd64, Arch::Amd64, "direct-kernel");
     let p = validate(QemuOptions::new(img, Arch::Amd64), &bin).unwrap();
     let c = p.capabilities();
-    for k in ["private-network", "extra-disk", "fw-cfg", "kernel-args"] {
+    for k in [
+        "private-network",
+        "extra-disk",
+        "extra-nic",
+        "multipath",
+        "primary-disk-size",
+        "fw-cfg",
+        "kernel-args",
+    ] {
         assert!(c.contains(k), "{k} missing from {c:?}");
     }
     assert_eq!(p.name(), "qemu");
@@ -368,10 +394,13 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
         ignition: r#"{"ignition":{"version":"3.3.0"}}"#.into(),
         memory_mb: None,
         cpus: None,
-        extra_disks: vec![1],
+        extra_disks: vec![DiskSpec::new(1)],
+        extra_nics: 1,
         kernel_args: vec!["quiet".into()],
+        first_boot_kernel_args: vec!["ip=dhcp".into()],
         tpm: false,
         may_outlive: false,
+        ..MachineSpec::default()
     };
     let e = match cluster.new_machine(spec.clone()).await {
         Ok(_) => panic!("the fake QEMU cannot boot"),
@@ -391,8 +420,15 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
     );
     // The command line is kept in qemu.log, and the Ignition config got the private network.
     let log = std::fs::read_to_string(mdir.join("qemu.log")).unwrap();
+    // The first boot's command line: every boot's arguments, then the first boot's, and
+    // QEMU ends at the guest's first reboot.
     assert!(
-        log.contains("-append root=/dev/vda console=ttyS0 quiet"),
+        log.contains("-append root=/dev/vda console=ttyS0 quiet ip=dhcp -drive"),
+        "{log}"
+    );
+    assert!(log.contains(" -no-reboot"), "{log}");
+    assert!(
+        log.contains("virtio-net-pci,netdev=net2,mac=52:55:00:d1:56:00,romfile="),
         "{log}"
     );
     assert!(log.contains("name=opt/com.coreos/config"), "{log}");

@@ -78,6 +78,9 @@ fn machine_spec(dir: &Path, id: &str, ignition: &str, may_outlive: bool) -> Mach
         cpus: None,
         extra_disks: vec![],
         kernel_args: vec![],
+        primary_disk_gib: None,
+        extra_nics: 0,
+        first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive,
     }

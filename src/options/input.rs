@@ -16,10 +16,6 @@ pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
     let c = &g.compat;
     let given = [
         ("--enable-secureboot", g.enable_secureboot),
-        (
-            "--qemu-grow-base-disk-by",
-            g.qemu.qemu_grow_base_disk_by.is_some(),
-        ),
         ("--update-payload", c.update_payload.is_some()),
         ("--torcx-manifest", c.torcx_manifest.is_some()),
         ("--devcontainer-url", c.devcontainer_url.is_some()),
@@ -33,6 +29,7 @@ pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
     if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
         return Err(input_error(format!("{flag} is not supported by bogie yet")));
     }
+    grow_base_disk_by(g)?;
     match g.ignition_version.as_str() {
         "v3" => Ok(()),
         "v2" => Err(input_error(
@@ -41,6 +38,16 @@ pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
         other => Err(input_error(format!(
             "--ignition-version {other:?}: kola's values are v2 and v3"
         ))),
+    }
+}
+
+/// `--qemu-grow-base-disk-by` in bytes (0 when not given): a number of bytes with an
+/// optional 1024-based suffix (`5G`, `512M`), as kola takes it.
+pub fn grow_base_disk_by(g: &Global) -> anyhow::Result<u64> {
+    match &g.qemu.qemu_grow_base_disk_by {
+        None => Ok(0),
+        Some(s) => bogie_platform_qemu::parse_size(s)
+            .map_err(|e| input_error(format!("--qemu-grow-base-disk-by {e}"))),
     }
 }
 
@@ -145,9 +152,15 @@ mod tests {
     fn unhonoured_kola_flags_are_refused_by_name() {
         assert!(refuse_unsupported(&global(&[])).is_ok());
         assert!(refuse_unsupported(&global(&["--qemu-skip-mangle", "--basename=b"])).is_ok());
+        // Honoured now: a size, checked before anything boots.
+        let g = global(&["--qemu-grow-base-disk-by=5G"]);
+        assert!(refuse_unsupported(&g).is_ok());
+        assert_eq!(grow_base_disk_by(&g).unwrap(), 5 << 30);
+        assert_eq!(grow_base_disk_by(&global(&[])).unwrap(), 0);
+        assert!(refusal(&["--qemu-grow-base-disk-by=lots"])
+            .starts_with("--qemu-grow-base-disk-by \"lots\" is not a size"));
         for (args, flag) in [
             (&["--enable-secureboot"][..], "--enable-secureboot"),
-            (&["--qemu-grow-base-disk-by=5G"], "--qemu-grow-base-disk-by"),
             (&["--update-payload=u.gz"], "--update-payload"),
             (&["--torcx-manifest=t.json"], "--torcx-manifest"),
             (&["--devcontainer-url=http://x"], "--devcontainer-url"),
