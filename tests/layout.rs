@@ -123,24 +123,24 @@ fn referenced(text: &str, module: &[String], is_mod_file: bool) -> Vec<Vec<Strin
         i = j.max(i + 1);
     }
     out.into_iter()
-        .filter_map(|p| {
+        .map(|p| {
             let parent: Vec<String> = if is_mod_file || module.is_empty() {
                 module.to_vec()
             } else {
                 module[..module.len() - 1].to_vec()
             };
             match p[0].as_str() {
-                "crate" => Some(p[1..].to_vec()),
+                "crate" => p[1..].to_vec(),
                 "super" => {
                     let base = if is_mod_file {
                         module[..module.len().saturating_sub(1)].to_vec()
                     } else {
                         parent.clone()
                     };
-                    Some(base.into_iter().chain(p[1..].iter().cloned()).collect())
+                    base.into_iter().chain(p[1..].iter().cloned()).collect()
                 }
                 // A child module named without `self::`, from its parent's file.
-                _ => Some(module.iter().cloned().chain(p).collect()),
+                _ => module.iter().cloned().chain(p).collect(),
             }
         })
         .collect()
