@@ -388,6 +388,9 @@ impl Meta {
 
     /// Sets what the metadata says on `t` (everything but the unsupported keys, see
     /// [`Meta::unsupported`]); `Err` says which value is malformed.
+    ///
+    /// Long on purpose: one block per metadata key, in the order of coreos-assembler's
+    /// documentation, so each key's translation can be checked against it.
     pub fn apply(&self, t: &mut Test) -> Result<(), String> {
         if let Some(a) = &self.architectures {
             let known: Vec<Arch> = a.names.iter().filter_map(|n| n.parse().ok()).collect();

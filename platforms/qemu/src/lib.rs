@@ -23,6 +23,7 @@ pub mod detect;
 pub mod ignition;
 pub mod kvm;
 mod machine;
+mod parts;
 pub mod qmp;
 mod snapshot;
 mod spawn;

@@ -13,18 +13,15 @@ use bogie_harness::{Cluster, ClusterSpec, Machine, MachineSpec, PlatformError};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::cmdline::{self as cl, Boot, ExtraDisk, Firmware, MachinePlan, PrivateNic};
+use crate::cmdline::{self as cl, Boot, ExtraDisk, MachinePlan, PrivateNic};
 use crate::ignition::{self, PRIVATE_NETWORK_FILE};
 use crate::qmp::Qmp;
 use crate::snapshot::{self, Restore};
 use crate::spawn::{self, Lifetime};
-use crate::{BootTemplate, FirmwareTemplate, PlatformInner};
+use crate::{BootTemplate, PlatformInner};
 
-/// The private network's prefix: machine N of a cluster is `10.77.0.(N+10)`.
-pub const PRIVATE_NET_PREFIX: [u8; 3] = [10, 77, 0];
-/// Prefix length of the private network.
-pub const PRIVATE_NET_PREFIX_LEN: u8 = 24;
-const FIRST_HOST: u32 = 10;
+use crate::parts::PRIVATE_NET_PREFIX_LEN;
+use crate::parts::{machine_err, machine_firmware, private_identity, QMP_TIMEOUT};
 const MAX_MACHINES: u32 = 240;
 
 pub(crate) const QMP_SOCKET: &str = "qmp.sock";
@@ -40,8 +37,6 @@ const IGNITION: &str = "ignition.json";
 
 /// How long QEMU may take to bring up its monitor.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Timeout of one QMP command.
-pub(crate) const QMP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean `quit` may take before SIGKILL.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: u32 = 3;
@@ -59,20 +54,6 @@ const MAX_EXTRA_NICS: u32 = 8;
 const RUNNING: u8 = 0;
 const KEPT: u8 = 1;
 const DESTROYED: u8 = 2;
-
-pub(crate) fn machine_err(msg: impl Into<String>) -> PlatformError {
-    PlatformError::Machine(msg.into())
-}
-
-/// The address and MAC of machine `index` on a cluster's private network.
-pub(crate) fn private_identity(cluster_tag: u8, index: u32) -> (Ipv4Addr, String) {
-    let host = (index + FIRST_HOST) as u8;
-    let [a, b, c] = PRIVATE_NET_PREFIX;
-    (
-        Ipv4Addr::new(a, b, c, host),
-        format!("52:54:00:77:{cluster_tag:02x}:{host:02x}"),
-    )
-}
 
 /// A free TCP port on 127.0.0.1 (bound, then released for QEMU to take).
 fn free_port() -> Result<u16, PlatformError> {
@@ -735,38 +716,6 @@ async fn launch(
     }
 }
 
-/// Specialises the image's firmware for one machine: UEFI gets its own copy of the vars
-/// store in the machine dir (added to `files` for removal at teardown).
-pub(crate) async fn machine_firmware(
-    fw: &FirmwareTemplate,
-    dir: &Path,
-    files: &mut Vec<PathBuf>,
-) -> Result<Firmware, PlatformError> {
-    Ok(match fw {
-        FirmwareTemplate::Default => Firmware::Default,
-        FirmwareTemplate::Bios(f) => Firmware::Bios(f.clone()),
-        FirmwareTemplate::Uefi { code, vars } => {
-            let ext = if crate::cmdline::format_by_suffix(vars) == "qcow2" {
-                "qcow2"
-            } else {
-                "fd"
-            };
-            let copy = dir.join(format!("efivars.{ext}"));
-            files.push(copy.clone());
-            tokio::fs::copy(vars, &copy).await.map_err(|e| {
-                PlatformError::io(
-                    format!("copying {} to {}", vars.display(), copy.display()),
-                    e,
-                )
-            })?;
-            Firmware::Pflash {
-                code: code.clone(),
-                vars: copy,
-            }
-        }
-    })
-}
-
 /// Starts the machine's TPM 2.0 emulator with its state in `<dir>/tpm` and waits for its
 /// control socket. It lives as QEMU does (`lifetime`) and ends itself once QEMU, its only
 /// client, disconnects.
@@ -1002,7 +951,16 @@ impl QemuMachine {
     /// its memory with `migrate`, and resumes it. The pause lasts about as long as writing
     /// the memory file (a second or two for a 1 GiB guest).
     pub async fn make_template(&self, dir: &Path) -> Result<Template, PlatformError> {
-        snapshot::make_template(self, dir).await
+        let live = snapshot::Live {
+            id: &self.id,
+            dir: &self.dir,
+            private_ip: self.private_ip.map(IpAddr::V4),
+            plan: &self.plan,
+            overlay: &self.overlay,
+            scratch: &self.scratch,
+            qmp: &self.qmp,
+        };
+        snapshot::make_template(live, dir).await
     }
 
     /// Runs a QMP command on the machine's monitor connection (e.g. for snapshots).

@@ -21,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bogie_harness::platform::Template;
-use bogie_harness::{Machine, MachineSpec, PlatformError};
+use bogie_harness::{MachineSpec, PlatformError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::cmdline::MachinePlan;
 use crate::cmdline::{Boot, Firmware};
-use crate::machine::{machine_err, machine_firmware, QemuMachine, QMP_TIMEOUT};
+use crate::parts::{machine_err, machine_firmware, private_identity, QMP_TIMEOUT};
 use crate::qmp::Qmp;
 use crate::{BootTemplate, FirmwareTemplate, PlatformInner};
 
@@ -223,9 +224,37 @@ pub(crate) async fn resume_incoming(q: &mut Qmp) -> Result<(), PlatformError> {
     Ok(())
 }
 
-/// See [`QemuMachine::make_template`].
-pub(crate) async fn make_template(m: &QemuMachine, dir: &Path) -> Result<Template, PlatformError> {
-    let id = m.id().to_string();
+/// What making a template needs of a running machine (`QemuMachine` lends it).
+pub(crate) struct Live<'a> {
+    /// The machine's id.
+    pub(crate) id: &'a str,
+    /// Its directory.
+    pub(crate) dir: &'a Path,
+    /// Its address on the private network.
+    pub(crate) private_ip: Option<std::net::IpAddr>,
+    /// How it was started.
+    pub(crate) plan: &'a MachinePlan,
+    /// The disk it writes to (moved to the template).
+    pub(crate) overlay: &'a std::sync::Mutex<PathBuf>,
+    /// Files removed at its teardown.
+    pub(crate) scratch: &'a std::sync::Mutex<Vec<PathBuf>>,
+    /// Its QMP connection.
+    pub(crate) qmp: &'a tokio::sync::Mutex<Option<Qmp>>,
+}
+
+impl Live<'_> {
+    fn overlay(&self) -> PathBuf {
+        self.overlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Freezes a running machine into a template under `dir` (see
+/// `QemuMachine::make_template`).
+pub(crate) async fn make_template(m: Live<'_>, dir: &Path) -> Result<Template, PlatformError> {
+    let id = m.id.to_string();
     if !m.plan.extra_disks.is_empty() || !m.plan.extra_nics.is_empty() {
         return Err(machine_err(format!(
             "{id}: a machine with extra disks or NICs cannot be a template"
@@ -241,7 +270,7 @@ pub(crate) async fn make_template(m: &QemuMachine, dir: &Path) -> Result<Templat
     let old = m.overlay();
     let mut n = 1;
     let new = loop {
-        let candidate = m.dir().join(format!("disk-{n}.qcow2"));
+        let candidate = m.dir.join(format!("disk-{n}.qcow2"));
         if !candidate.exists() {
             break candidate;
         }
@@ -325,9 +354,9 @@ pub(crate) async fn make_template(m: &QemuMachine, dir: &Path) -> Result<Templat
         .as_ref()
         .map(|n| n.mac.clone())
         .unwrap_or_default();
-    let private_ip = match m.private_ip() {
+    let private_ip = match m.private_ip {
         Some(std::net::IpAddr::V4(ip)) => ip,
-        _ => crate::machine::private_identity(0, 0).0,
+        _ => private_identity(0, 0).0,
     };
     let info = TemplateInfo {
         format: FORMAT.into(),

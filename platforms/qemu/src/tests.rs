@@ -248,7 +248,7 @@ async fn arm64_uefi_machines_get_their_own_vars_copy() {
     let m0 = f.path("m0");
     std::fs::create_dir_all(&m0).unwrap();
     let mut files = Vec::new();
-    let fw = machine::machine_firmware(
+    let fw = crate::parts::machine_firmware(
         &FirmwareTemplate::Uefi {
             code: DEFAULT_AAVMF_CODE.into(),
             vars: vars.clone(),
