@@ -62,15 +62,7 @@ pub async fn spawn(req: SpawnRequest) -> anyhow::Result<u8> {
     let mut provides = image.provides.clone();
     provides.extend(platform.capabilities());
     let shape = machine_shape(&args);
-    if let Some(missing) = shape
-        .requires()
-        .into_iter()
-        .find(|r| !provides.contains(*r))
-    {
-        return Err(crate::input_error(format!(
-            "spawn: the machines need {missing:?}, which {platform_name} with this image does not provide"
-        )));
-    }
+    check_shape(&shape, &provides, &platform_name)?;
     let opts = SpawnOptions {
         platform: platform.clone(),
         key,
@@ -119,6 +111,20 @@ pub async fn spawn(req: SpawnRequest) -> anyhow::Result<u8> {
     };
     let _ = platform.shutdown().await;
     Ok(code)
+}
+
+/// Refuses a machine shape the platform and image cannot give (an input error).
+fn check_shape(
+    shape: &bogie_harness::spawn::MachineShape,
+    provides: &std::collections::BTreeSet<String>,
+    platform_name: &str,
+) -> anyhow::Result<()> {
+    match shape.requires().into_iter().find(|r| !provides.contains(*r)) {
+        Some(missing) => Err(crate::input_error(format!(
+            "spawn: the machines need {missing:?}, which {platform_name} with this image does not provide"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Says what boots where, and where the consoles are.
