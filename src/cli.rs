@@ -93,10 +93,14 @@ pub struct Global {
     /// SSH bring-up: timeout of one connect attempt, e.g. `10s`.
     #[arg(long, global = true, default_value = "10s")]
     pub ssh_timeout: String,
-    /// Ignition spec of the default configs: v3 (kola's v2 is not supported by bogie yet).
-    #[arg(long, global = true, default_value = "v3")]
-    pub ignition_version: String,
-    /// Boot with secure boot (kola's; not supported by bogie yet: refused).
+    /// Ignition spec of the config machines get when their test gives none: v2 or v3.
+    /// Default: v2 for Flatcar releases before 3185 (whose Ignition reads spec 1 and 2
+    /// only), v3 otherwise. A test's own config is passed as it is written.
+    #[arg(long, global = true)]
+    pub ignition_version: Option<String>,
+    /// Boot with UEFI Secure Boot enforced (qemu, amd64, a disk booted through firmware):
+    /// the `--qemu-firmware`/`--qemu-ovmf-vars` pair, else Debian's OVMF with Secure Boot
+    /// (`OVMF_CODE_4M.secboot.fd`, `OVMF_VARS_4M.ms.fd`), on `q35` with SMM.
     #[arg(long, global = true)]
     pub enable_secureboot: bool,
     /// Don't fail tests on SELinux AVC denials.
@@ -431,6 +435,11 @@ pub struct ListArgs {
     /// Only tests that would run with --platform/--board/--distro and the image's version.
     #[arg(long)]
     pub filter: bool,
+    /// First show what bogie knows of --qemu-image: where its capabilities come from (its
+    /// manifest, read from a plain disk, or assumed to be Flatcar), its OS, arch, version,
+    /// partitions, and each capability with its evidence.
+    #[arg(long)]
+    pub show_image: bool,
 }
 
 /// `bogie check-console`.

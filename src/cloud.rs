@@ -96,6 +96,10 @@ pub fn remote_image(t: &Target, platform: &str) -> anyhow::Result<ImageInfo> {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        provides_from: bogie_harness::image::ProvidesFrom::Assumed {
+            reason: format!("a {platform} image is not read by bogie"),
+            inspection: None,
+        },
     })
 }
 

@@ -18,8 +18,10 @@ pub fn load_image(t: &Target) -> anyhow::Result<ImageInfo> {
             "no image given: pass --qemu-image (a manifest.json from ci/build-test-image, or a disk image)",
         ));
     };
-    let image = ImageInfo::load(path).map_err(|e| input_error(e.to_string()))?;
-    if image.manifest.is_none() {
+    // A file that is no disk image at all is refused before the disk is read (reading it
+    // would only warn that it is assumed to be Flatcar).
+    let is_manifest = path.extension().is_some_and(|e| e == "json");
+    if !is_manifest && path.exists() {
         let problem = bogie_platform_qemu::detect::not_a_disk_image(path)
             .map_err(|e| input_error(format!("--qemu-image {}: {e}", path.display())))?;
         if let Some(why) = problem {
@@ -29,7 +31,7 @@ pub fn load_image(t: &Target) -> anyhow::Result<ImageInfo> {
             )));
         }
     }
-    Ok(image)
+    ImageInfo::load(path).map_err(|e| input_error(e.to_string()))
 }
 
 /// The image of the target's platform: the local one (qemu, pxe), else the description of
@@ -56,6 +58,7 @@ pub fn make_platform(
             o.firmware = q.qemu_firmware.clone();
             o.ovmf_vars = q.qemu_ovmf_vars.clone();
             o.skip_mangle = q.qemu_skip_mangle;
+            o.secure_boot = t.secure_boot;
             o.grow_base_disk_by = match &q.qemu_grow_base_disk_by {
                 None => 0,
                 Some(s) => bogie_platform_qemu::parse_size(s)

@@ -13,13 +13,22 @@ fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
     )
 }
 
-/// A raw disk image as far as bogie's checks go: 1 MiB with an MBR boot signature (it
-/// holds nothing to boot; tests using it stop before a machine would start).
+/// A raw disk image as far as bogie's checks go, read as a Flatcar of unknown version: a
+/// GPT whose ROOT holds an ext4 with `ID=flatcar` in `/etc/os-release` (it holds nothing to
+/// boot; tests using it stop before a machine would start).
 fn raw_disk(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut bytes = vec![0u8; 1 << 20];
-    bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+    use bogie_diskinfo::fixtures::{gpt_disk, mkfs, PartSpec, MIB};
+    let tree = dir.join("raw-disk-root");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/os-release"), "ID=flatcar\n").unwrap();
+    let fs = dir.join("raw-disk-root.img");
+    assert!(mkfs(&tree, &fs, 4, &["-L", "ROOT"]), "mkfs.ext4 is needed");
+    let root = PartSpec {
+        content: Some(fs),
+        ..PartSpec::new("ROOT", bogie_diskinfo::gpt::types::LINUX_DATA, MIB, 4 * MIB)
+    };
     let p = dir.join("flatcar_production_image.bin");
-    std::fs::write(&p, bytes).unwrap();
+    gpt_disk(&p, 512, &[root], 6 * MIB);
     p
 }
 
@@ -222,25 +231,23 @@ fn qemu_memory_and_cpus_must_be_bootable_numbers() {
 }
 
 #[test]
-fn ignition_version_takes_kolas_values_and_v2_is_not_supported_yet() {
+fn ignition_version_takes_kolas_values() {
     refused(
         &["run", "--ignition-version", "v9", "cl.basic"],
         &["--ignition-version \"v9\": kola's values are v2 and v3"],
     );
-    refused(
-        &["run", "--ignition-version=v2", "cl.basic"],
-        &["--ignition-version v2 is not supported by bogie yet"],
-    );
-    // v3, the default, is taken: the run goes on to the image.
-    refused(
-        &[
-            "run",
-            "--ignition-version=v3",
-            "--qemu-image=/nonexistent/flatcar.img",
-            "cl.basic",
-        ],
-        &["/nonexistent/flatcar.img"],
-    );
+    // v2 and v3 are both taken: the run goes on to the image.
+    for v in ["--ignition-version=v2", "--ignition-version=v3"] {
+        refused(
+            &[
+                "run",
+                v,
+                "--qemu-image=/nonexistent/flatcar.img",
+                "cl.basic",
+            ],
+            &["/nonexistent/flatcar.img"],
+        );
+    }
 }
 
 #[test]
@@ -303,8 +310,7 @@ fn kola_flags_bogie_does_not_honour_are_refused() {
     let disk = raw_disk(d.path());
     let image = format!("--qemu-image={}", disk.display());
     for flags in [
-        &["--enable-secureboot"][..],
-        &["--update-payload=tmp/flatcar_test_update.gz"],
+        &["--update-payload=tmp/flatcar_test_update.gz"][..],
         &["--torcx-manifest=/w/torcx_manifest.json"],
         &["--devcontainer-url", "http://bincache/dev.bin"],
         &["--devcontainer-file", "dev.bin"],
@@ -339,6 +345,62 @@ fn kola_flags_bogie_does_not_honour_are_refused() {
     // Listing boots nothing: the flags are no reason to refuse it.
     let (code, _, err) = run(&["list", "--enable-secureboot", "cl.basic"]);
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn secure_boot_is_refused_where_it_cannot_be_enforced() {
+    let d = tempfile::tempdir().unwrap();
+    let disk = raw_disk(d.path());
+    let image = format!("--qemu-image={}", disk.display());
+    let bios = d.path().join("bios-256k.bin");
+    std::fs::write(&bios, b"bios").unwrap();
+    let bios_flag = format!("--qemu-firmware={}", bios.display());
+    for cmd in ["run", "spawn"] {
+        // SeaBIOS-style firmware has no Secure Boot.
+        refused(
+            &[cmd, "--enable-secureboot", &image, &bios_flag],
+            &[&format!(
+                "error: --enable-secureboot needs UEFI: --qemu-firmware {} without --qemu-ovmf-vars is BIOS firmware, which has no Secure Boot",
+                bios.display()
+            )],
+        );
+        // arm64 is not verified.
+        refused(
+            &[cmd, "--enable-secureboot", "--board=arm64-usr", &image],
+            &["error: --enable-secureboot is supported on amd64 only"],
+        );
+        // Nowhere but on qemu.
+        refused(
+            &[cmd, "--enable-secureboot", "-p", "aws"],
+            &["error: --enable-secureboot works on --platform qemu only, not aws"],
+        );
+    }
+    // A kernel booted directly has no firmware to enforce it.
+    std::fs::write(d.path().join("disk.qcow2"), b"QFI\xfb").unwrap();
+    std::fs::write(d.path().join("vmlinuz"), vec![0u8; 4096]).unwrap();
+    let m = d.path().join("manifest.json");
+    std::fs::write(
+        &m,
+        r#"{"format":"bogie-image/1","arch":"amd64","disk":"disk.qcow2","boot":"direct-kernel","kernel":"vmlinuz","kernel_args":"root=/dev/vda"}"#,
+    )
+    .unwrap();
+    refused(
+        &[
+            "run",
+            "--enable-secureboot",
+            "--qemu-image",
+            m.to_str().unwrap(),
+            "cl.basic",
+        ],
+        &[
+            "error: --enable-secureboot: image ",
+            "boots its kernel directly, without firmware",
+        ],
+    );
+    refused(
+        &["bench", "--enable-secureboot"],
+        &["error: --enable-secureboot is not supported by bogie bench"],
+    );
 }
 
 /// Flatcar's `ci-automation/vendor-testing/qemu.sh` command line (BIOS) with `kola`

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const CRATES: &[&str] = &[
     "src",
     "harness/src",
+    "diskinfo/src",
     "reports/src",
     "tests-catalog/src",
     "platforms/qemu/src",

@@ -15,6 +15,7 @@ use crate::failure::HarnessError;
 use crate::ignition::Config;
 use crate::machine::{wait_settled, BringUp, TestMachine};
 use crate::platform::{Cluster, DiskSpec, Machine, MachineSpec, PlatformError};
+use crate::setup::MachineSetup;
 use crate::snapshot::{clock_command, template_key, Claim, Templates};
 use crate::ssh::{SshKey, SshSession};
 
@@ -73,11 +74,13 @@ pub(crate) struct ClusterState {
     pub(crate) first_boot_kernel_args: Vec<String>,
     pub(crate) tpm: bool,
     pub(crate) no_ssh_key: bool,
+    pub(crate) no_ssh_key_in_metadata: bool,
     pub(crate) extra_keys: Vec<String>,
+    pub(crate) setup: MachineSetup,
 }
 
 pub(crate) fn machine_config(state: &ClusterState, config: Option<Config>) -> Config {
-    let mut c = config.unwrap_or_default();
+    let mut c = state.setup.config(config);
     if !state.no_ssh_key {
         c.add_ssh_key(&state.user, state.key.public_openssh());
         for k in &state.extra_keys {
@@ -107,6 +110,7 @@ pub(crate) fn machine_spec(state: &ClusterState, ignition: String) -> MachineSpe
         first_boot_kernel_args: state.first_boot_kernel_args.clone(),
         tpm: state.tpm,
         may_outlive: state.may_outlive,
+        no_ssh_key_in_metadata: state.no_ssh_key_in_metadata,
     }
 }
 
@@ -142,6 +146,7 @@ pub(crate) async fn boot_machine_with(
         dir,
         bring_up: state.bring_up,
         cancel: state.cancel.clone(),
+        enable_selinux: state.setup.enable_selinux,
     };
     // Register before waiting, so a failed bring-up is still torn down and collected.
     state.machines.lock().expect("poisoned").push(tm.clone());
@@ -156,6 +161,7 @@ pub(crate) async fn boot_machine_with(
     }
     (state.phase)(Phase::Checking);
     wait_settled(&tm, state.bring_up.settle_timeout).await?;
+    tm.after_boot().await?;
     if let Claim::Build(b) = claim {
         if let Err(e) = b.finish(machine.as_ref()).await {
             tracing::warn!(machine = tm.id(), error = %e, "could not make a template; its config boots cold");

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::env::TestEnv;
 use crate::machine::BringUp;
 use crate::platform::Platform;
+use crate::setup::IgnitionVersion;
 use crate::ssh::SshKey;
 
 /// Which machines outlive their test.
@@ -52,4 +53,7 @@ pub struct AttemptContext {
     /// More public keys to authorize on every machine (`--key`), so people can log in
     /// with their own keys.
     pub extra_keys: Vec<String>,
+    /// The spec of the configs machines without a test config get (`--ignition-version`,
+    /// or its default for the image).
+    pub ignition_version: IgnitionVersion,
 }

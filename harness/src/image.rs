@@ -1,5 +1,7 @@
 //! The image under test: a bogie image manifest (from `ci/build-test-image`) or a plain disk
-//! image (a real Flatcar `.img`/`.bin`, booted through firmware).
+//! image (a real Flatcar `.img`/`.bin`, booted through firmware). A plain disk is read with
+//! `bogie-diskinfo` (GPT, ext2/3/4, `os-release`): its capabilities are derived from what is
+//! on it, and only a disk that cannot be read is assumed to be a Flatcar image.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -102,11 +104,65 @@ pub struct ImageInfo {
     pub arch: Option<Arch>,
     /// The image version, when known.
     pub version: Option<Version>,
-    /// Capabilities the image provides (from the manifest; the Flatcar set for plain disks).
+    /// Capabilities the image provides (from the manifest; read from a plain disk, or the
+    /// Flatcar set when it cannot be read).
     pub provides: BTreeSet<String>,
+    /// Where `provides` (and a plain disk's arch and version) came from.
+    pub provides_from: ProvidesFrom,
 }
 
-/// What a real Flatcar production image provides, assumed for plain disk images.
+/// Where an image's capabilities came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProvidesFrom {
+    /// The manifest's `contains` (and `selinux`).
+    Manifest,
+    /// Read from the plain disk: what `bogie_diskinfo::inspect` found (`os-release`, the
+    /// evidence for each capability). A Flatcar `os-release` adds [`FLATCAR_PROVIDES`].
+    Disk(Box<bogie_diskinfo::Inspection>),
+    /// Not read from the image: a real Flatcar image is assumed ([`FLATCAR_PROVIDES`]).
+    Assumed {
+        /// Why (the disk could not be read, or the image is remote).
+        reason: String,
+        /// What was read of the disk anyway (its partitions), if anything.
+        inspection: Option<Box<bogie_diskinfo::Inspection>>,
+    },
+}
+
+impl Default for ProvidesFrom {
+    fn default() -> Self {
+        ProvidesFrom::Assumed {
+            reason: "the image was not read".into(),
+            inspection: None,
+        }
+    }
+}
+
+impl ProvidesFrom {
+    /// One line for people: `manifest`, `disk (ID=debian ...)`, `assumed Flatcar (why)`.
+    pub fn summary(&self) -> String {
+        match self {
+            ProvidesFrom::Manifest => "the image manifest's contains".into(),
+            ProvidesFrom::Disk(i) => {
+                format!("read from the disk: {} ({})", i.os_summary(), i.container)
+            }
+            ProvidesFrom::Assumed { reason, .. } => {
+                format!("assumed to be a Flatcar image ({reason})")
+            }
+        }
+    }
+
+    /// The disk inspection behind it, if any.
+    pub fn inspection(&self) -> Option<&bogie_diskinfo::Inspection> {
+        match self {
+            ProvidesFrom::Disk(i) => Some(i),
+            ProvidesFrom::Assumed { inspection, .. } => inspection.as_deref(),
+            ProvidesFrom::Manifest => None,
+        }
+    }
+}
+
+/// What a real Flatcar production image provides: given to a plain disk whose
+/// `os-release` says `ID=flatcar`, and assumed for a disk bogie cannot read.
 pub const FLATCAR_PROVIDES: &[&str] = &[
     "flatcar",
     "systemd",
@@ -141,6 +197,7 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "verity",
     "oem-partition",
     "flatcar-partitions",
+    "usr-readonly",
     "toolbox",
     "cloudinit",
     "ignition-fetch",
@@ -169,13 +226,7 @@ impl ImageInfo {
         }
         let is_manifest = path.extension().is_some_and(|e| e == "json");
         if !is_manifest {
-            return Ok(ImageInfo {
-                path: path.to_path_buf(),
-                manifest: None,
-                arch: None,
-                version: None,
-                provides: FLATCAR_PROVIDES.iter().map(|s| s.to_string()).collect(),
-            });
+            return Ok(plain_disk(path));
         }
         let bad = |reason: String| ImageError::BadManifest {
             path: path.to_path_buf(),
@@ -225,20 +276,102 @@ impl ImageInfo {
             version,
             provides,
             manifest: Some(m),
+            provides_from: ProvidesFrom::Manifest,
         })
     }
 
-    /// Whether the image is Flatcar as far as versions go: a plain disk, or a manifest whose
-    /// `os_id` is Flatcar's. Another OS's version says nothing about Flatcar's version range.
+    /// Whether the image is Flatcar as far as versions go: a manifest whose `os_id` is
+    /// Flatcar's, a plain disk whose `os-release` is, or a disk assumed to be Flatcar.
+    /// Another OS's version says nothing about Flatcar's version range.
     pub fn has_flatcar_versions(&self) -> bool {
-        self.manifest
-            .as_ref()
-            .is_none_or(|m| is_flatcar_os(&m.os_id))
+        if let Some(m) = &self.manifest {
+            return is_flatcar_os(&m.os_id);
+        }
+        match &self.provides_from {
+            ProvidesFrom::Disk(i) => i.os_release.as_ref().is_some_and(|o| o.is_flatcar()),
+            _ => true,
+        }
     }
 
     /// Whether the image provides a capability.
     pub fn has(&self, capability: &str) -> bool {
         self.provides.contains(capability)
+    }
+}
+
+/// A plain disk image, read with `bogie_diskinfo::inspect`: a Flatcar `os-release` gets
+/// [`FLATCAR_PROVIDES`] and its version, another OS the capabilities found on the disk. A
+/// disk that cannot be read (or whose OS cannot) is assumed to be Flatcar, with one warning.
+fn plain_disk(path: &Path) -> ImageInfo {
+    let flatcar = || FLATCAR_PROVIDES.iter().map(|s| s.to_string());
+    let assumed = |reason: String, inspection: Option<bogie_diskinfo::Inspection>| {
+        let mut provides: BTreeSet<String> = flatcar().collect();
+        if let Some(i) = &inspection {
+            provides.extend(i.capabilities.keys().cloned());
+        }
+        ImageInfo {
+            path: path.to_path_buf(),
+            manifest: None,
+            arch: inspection
+                .as_ref()
+                .and_then(|i| i.arch.as_ref())
+                .map(|a| arch_of(a.0)),
+            version: None,
+            provides,
+            provides_from: ProvidesFrom::Assumed {
+                reason,
+                inspection: inspection.map(Box::new),
+            },
+        }
+    };
+    let i = match bogie_diskinfo::inspect(path) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {} ({e}): assuming a Flatcar image",
+                path.display()
+            );
+            return assumed(e.to_string(), None);
+        }
+    };
+    tracing::debug!(
+        "read {} in {} ms: {}",
+        path.display(),
+        i.elapsed.as_millis(),
+        i.os_summary()
+    );
+    let Some(os) = i.os_release.clone() else {
+        let why = i
+            .os_problem
+            .clone()
+            .unwrap_or_else(|| "no os-release".into());
+        tracing::warn!(
+            "cannot read os-release from {} ({why}): assuming a Flatcar image",
+            path.display()
+        );
+        return assumed(why, Some(i));
+    };
+    let mut provides: BTreeSet<String> = i.capabilities.keys().cloned().collect();
+    let mut version = None;
+    if os.is_flatcar() {
+        provides.extend(flatcar());
+        version = Version::parse_lenient(os.version_id())
+            .or_else(|| Version::parse_lenient(os.version()));
+    }
+    ImageInfo {
+        path: path.to_path_buf(),
+        manifest: None,
+        arch: i.arch.as_ref().map(|a| arch_of(a.0)),
+        version,
+        provides,
+        provides_from: ProvidesFrom::Disk(Box::new(i)),
+    }
+}
+
+fn arch_of(a: bogie_diskinfo::Arch) -> Arch {
+    match a {
+        bogie_diskinfo::Arch::Amd64 => Arch::Amd64,
+        bogie_diskinfo::Arch::Arm64 => Arch::Arm64,
     }
 }
 
@@ -292,5 +425,109 @@ mod tests {
             ImageInfo::load(&m),
             Err(ImageError::MissingFile { .. })
         ));
+    }
+
+    const DEBIAN: &str =
+        "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"12\"\nVARIANT_ID=bogie-test\n";
+
+    fn flatcar_set() -> BTreeSet<String> {
+        FLATCAR_PROVIDES.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_disk_that_cannot_be_read_is_assumed_to_be_flatcar() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("flatcar_production_image.bin");
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+        std::fs::write(&p, bytes).unwrap();
+        let info = ImageInfo::load(&p).unwrap();
+        assert_eq!(info.provides, flatcar_set());
+        assert!(info.has_flatcar_versions());
+        assert_eq!((info.arch, info.version), (None, None));
+        assert_eq!(
+            info.provides_from.summary(),
+            "assumed to be a Flatcar image (no GPT partition table (and no file system on the whole disk))"
+        );
+    }
+
+    #[test]
+    fn a_flatcar_shaped_debian_disk_provides_what_is_on_it() {
+        let d = tempfile::tempdir().unwrap();
+        let Some(disk) = bogie_diskinfo::fixtures::flatcar_shaped(d.path(), DEBIAN, None) else {
+            return;
+        };
+        let info = ImageInfo::load(&disk).unwrap();
+        for c in [
+            "flatcar-partitions",
+            "oem-partition",
+            "usr-readonly",
+            "verity",
+            "docker",
+            "sysext",
+        ] {
+            assert!(info.has(c), "{c}: {:?}", info.provides);
+        }
+        for c in ["flatcar", "locksmith", "etcd", "selinux"] {
+            assert!(!info.has(c), "{c}: {:?}", info.provides);
+        }
+        assert_eq!(info.arch, Some(Arch::Amd64));
+        assert_eq!(info.version, None);
+        assert!(
+            !info.has_flatcar_versions(),
+            "Debian's 12 is no Flatcar version"
+        );
+        assert!(matches!(info.provides_from, ProvidesFrom::Disk(_)));
+        assert!(
+            info.provides_from.summary().starts_with(
+                "read from the disk: ID=debian VERSION_ID=12 VARIANT_ID=bogie-test (Debian GNU/Linux) (raw)"
+            ),
+            "{}",
+            info.provides_from.summary()
+        );
+    }
+
+    #[test]
+    fn a_flatcar_os_release_gets_flatcar_provides_and_its_version() {
+        let d = tempfile::tempdir().unwrap();
+        let os = "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION=4230.2.1\nVERSION_ID=4230.2.1\n";
+        let Some(disk) = bogie_diskinfo::fixtures::flatcar_shaped(d.path(), os, None) else {
+            return;
+        };
+        let info = ImageInfo::load(&disk).unwrap();
+        assert!(info.provides.is_superset(&flatcar_set()));
+        assert!(info.has("docker") && info.has("flatcar"));
+        assert_eq!(info.version, Some(Version::new(4230, 2, 1)));
+        assert!(info.has_flatcar_versions());
+    }
+
+    #[test]
+    fn an_unreadable_usr_falls_back_to_flatcar_with_the_partition_facts() {
+        let d = tempfile::tempdir().unwrap();
+        let mut btrfs = vec![0u8; 0x20000];
+        btrfs[0x10040..0x10048].copy_from_slice(b"_BHRfS_M");
+        let Some(disk) = bogie_diskinfo::fixtures::flatcar_shaped(d.path(), DEBIAN, Some(btrfs))
+        else {
+            return;
+        };
+        let info = ImageInfo::load(&disk).unwrap();
+        assert_eq!(
+            info.provides,
+            flatcar_set(),
+            "usr-readonly is in the Flatcar set"
+        );
+        assert_eq!(info.arch, Some(Arch::Amd64), "from the ESP");
+        assert!(info.has_flatcar_versions());
+        match &info.provides_from {
+            ProvidesFrom::Assumed { reason, inspection } => {
+                assert_eq!(reason, "USR-A is btrfs");
+                assert!(inspection
+                    .as_ref()
+                    .unwrap()
+                    .capabilities
+                    .contains_key("flatcar-partitions"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

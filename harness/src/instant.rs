@@ -58,6 +58,7 @@ impl InstantPlatform {
                 arch: Some(Arch::Amd64),
                 version: None,
                 provides: BTreeSet::new(),
+                provides_from: Default::default(),
             },
             snapshots: false,
             counts: Arc::new(InstantCounts::default()),

@@ -63,6 +63,8 @@ pub struct TestMachine {
     pub(crate) dir: PathBuf,
     pub(crate) bring_up: BringUp,
     pub(crate) cancel: CancellationToken,
+    /// kola's SELinux setup after each boot ([`crate::setup::ENABLE_SELINUX`]).
+    pub(crate) enable_selinux: bool,
 }
 
 impl std::fmt::Debug for TestMachine {
@@ -220,12 +222,23 @@ impl TestMachine {
             }
             if let Ok(id) = self.boot_id().await {
                 if id != before {
-                    return Ok(());
+                    return self.after_boot().await;
                 }
             }
             *self.session.lock().await = None;
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+
+    /// kola's setup after a boot: SELinux enforcing, with the audit rules that hide AVC
+    /// denials removed (on SELinux images, unless the test opts out).
+    pub(crate) async fn after_boot(&self) -> anyhow::Result<()> {
+        if self.enable_selinux {
+            self.must_ssh(crate::setup::ENABLE_SELINUX)
+                .await
+                .with_context(|| format!("machine {}: enabling SELinux", self.id()))?;
+        }
+        Ok(())
     }
 
     /// The console log so far.

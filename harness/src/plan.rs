@@ -19,6 +19,9 @@ pub fn can_use_template(test: &Test) -> bool {
         && test.primary_disk_gib.is_none()
         && test.first_boot_kernel_args.is_empty()
         && !test.flags.no_ssh_key_in_user_data
+        // Templates are taken after kola's SELinux setup ran: a test that opts out of it
+        // must not start from one.
+        && !test.flags.no_enable_selinux
         // A template would not carry the TPM's state: machines with one always boot cold.
         && !needs_tpm(test)
 }
@@ -35,8 +38,9 @@ pub fn test_template_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String>
         return None;
     }
     Some(format!(
-        "user={:?};mem={:?};kargs={:?};cfg={}",
+        "user={:?};noupd={};mem={:?};kargs={:?};cfg={}",
         t.default_user,
+        t.flags.no_disable_updates,
         t.min_memory_mb.or(run_memory_mb),
         t.kernel_args,
         t.config

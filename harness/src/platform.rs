@@ -93,6 +93,9 @@ pub struct MachineSpec {
     /// The machine may be kept after bogie exits (`--remove=false`, `--keep-failed`,
     /// `spawn --detach`): the platform must not tie its life to bogie's process.
     pub may_outlive: bool,
+    /// Don't put the run's SSH key in the platform's instance metadata (kola's
+    /// `NoSSHKeyInMetadata`): the machine is reached only through what its config installs.
+    pub no_ssh_key_in_metadata: bool,
 }
 
 /// A frozen, ready machine further machines start from instead of booting (see

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bringup::{ClusterState, Phase};
 use crate::context::{AttemptContext, KeepPolicy};
 use crate::platform::Cluster;
+use crate::setup::MachineSetup;
 use crate::sharing::{Lease, SliceFrom, SHARED_DIR};
 use crate::snapshot::BootStats;
 use crate::test::Test;
@@ -56,7 +57,14 @@ pub(crate) fn cluster_state(
         first_boot_kernel_args: test.first_boot_kernel_args.clone(),
         tpm: crate::plan::needs_tpm(test),
         no_ssh_key: test.flags.no_ssh_key_in_user_data,
+        no_ssh_key_in_metadata: test.flags.no_ssh_key_in_metadata,
         extra_keys: ctx.extra_keys.clone(),
+        setup: MachineSetup::for_test(
+            test.flags.no_disable_updates,
+            test.flags.no_enable_selinux,
+            ctx.ignition_version,
+            &ctx.env.provides,
+        ),
     }
 }
 

@@ -487,6 +487,7 @@ mod run_order_tests {
             memory_mb: None,
             cancel: CancellationToken::new(),
             extra_keys: Vec::new(),
+            ignition_version: crate::setup::IgnitionVersion::V3,
         }
     }
 

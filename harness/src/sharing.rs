@@ -38,9 +38,11 @@ pub fn share_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
         return None;
     }
     Some(format!(
-        "user={:?};nokey={};mem={:?};disks={:?};primary={:?};nics={};kargs={:?};firstboot={:?};tpm={};cfg={}",
+        "user={:?};nokey={};noupd={};nosel={};mem={:?};disks={:?};primary={:?};nics={};kargs={:?};firstboot={:?};tpm={};cfg={}",
         t.default_user,
         t.flags.no_ssh_key_in_user_data,
+        t.flags.no_disable_updates,
+        t.flags.no_enable_selinux,
         t.min_memory_mb.or(run_memory_mb),
         t.extra_disks,
         t.primary_disk_gib,

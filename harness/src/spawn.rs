@@ -19,6 +19,7 @@ use crate::failure::UnitFailure;
 use crate::ignition::Config;
 use crate::machine::{BringUp, TestMachine};
 use crate::platform::{Cluster, ClusterSpec, DiskSpec, Platform};
+use crate::setup::{IgnitionVersion, MachineSetup};
 use crate::ssh::SshKey;
 
 /// The name of the cluster (and its directory under the run directory) of spawned machines.
@@ -190,7 +191,9 @@ pub async fn spawn_machines(
         first_boot_kernel_args: opts.shape.first_boot_kernel_args.clone(),
         tpm: opts.shape.tpm,
         no_ssh_key: false,
+        no_ssh_key_in_metadata: false,
         extra_keys: opts.extra_keys.clone(),
+        setup: spawn_setup(&opts.env),
     });
     let tc = TestCluster { state };
     let boots = (0..opts.count.max(1)).map(|_| tc.new_machine(opts.config.clone()));
@@ -271,4 +274,15 @@ impl Spawned {
             Err(_) => anyhow::bail!("tearing machines down took longer than 120s"),
         }
     }
+}
+
+/// kola's spawn sets machines up as its tests' (updates off, SELinux enforcing), with the
+/// image's default config spec.
+fn spawn_setup(env: &crate::env::TestEnv) -> MachineSetup {
+    MachineSetup::for_test(
+        false,
+        false,
+        IgnitionVersion::default_for(env.provides.contains("flatcar"), env.version.as_ref()),
+        &env.provides,
+    )
 }

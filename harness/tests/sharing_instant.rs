@@ -40,6 +40,7 @@ fn ctx(p: &InstantPlatform, out: &std::path::Path, keep: KeepPolicy) -> AttemptC
         memory_mb: None,
         cancel: CancellationToken::new(),
         extra_keys: Vec::new(),
+        ignition_version: bogie_harness::setup::IgnitionVersion::V3,
     }
 }
 

@@ -510,6 +510,7 @@ fn spec(dir: &Path, id: &str, key: &SshKey) -> anyhow::Result<MachineSpec> {
         first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive: false,
+        no_ssh_key_in_metadata: false,
     })
 }
 
@@ -835,6 +836,7 @@ async fn scale_workload(n: usize) -> anyhow::Result<ScaleResult> {
         memory_mb: None,
         cancel: CancellationToken::new(),
         extra_keys: Vec::new(),
+        ignition_version: bogie_harness::setup::IgnitionVersion::V3,
     };
     let info = RunInfo {
         id: "scale".into(),

@@ -9,6 +9,7 @@ use anyhow::Context;
 use bogie_harness::runner::AttemptContext;
 use bogie_harness::schedule::{run_all, Event, ScheduleOptions};
 use bogie_harness::select::{select, Filter, Selected};
+use bogie_harness::setup::IgnitionVersion;
 use bogie_harness::snapshot::BootStats;
 use bogie_harness::ssh::SshKey;
 use bogie_harness::{Arch, ImageInfo, Platform, Registry, TestEnv, Version};
@@ -169,6 +170,9 @@ fn attempt_context(
         memory_mb: o.target.qemu.qemu_memory,
         cancel: cancel.clone(),
         extra_keys,
+        ignition_version: o.ignition_version.unwrap_or_else(|| {
+            IgnitionVersion::default_for(b.provides.contains("flatcar"), b.version.as_ref())
+        }),
     }
 }
 

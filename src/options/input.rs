@@ -6,16 +6,15 @@ use std::path::Path;
 
 use crate::cli::Global;
 use crate::input_error;
+use bogie_harness::setup::IgnitionVersion;
 
 /// Refuses kola flags that bogie parses but does not honour yet: a release script passing
-/// `--enable-secureboot` or `--update-payload` must not believe it tested what they ask
-/// for. (`--qemu-skip-mangle` and `--debug-systemd-unit` stay accepted: the first skips
+/// `--update-payload` or `--torcx-manifest` must not believe it tested what they ask for. (`--qemu-skip-mangle` and `--debug-systemd-unit` stay accepted: the first skips
 /// what bogie never does, kola itself ignores the second.) `--ignition-version` takes
-/// kola's values; only `v3`, the default, is honoured.
+/// kola's values, `v2` and `v3`.
 pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
     let c = &g.compat;
     let given = [
-        ("--enable-secureboot", g.enable_secureboot),
         ("--update-payload", c.update_payload.is_some()),
         ("--torcx-manifest", c.torcx_manifest.is_some()),
         ("--devcontainer-url", c.devcontainer_url.is_some()),
@@ -30,15 +29,35 @@ pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
         return Err(input_error(format!("{flag} is not supported by bogie yet")));
     }
     grow_base_disk_by(g)?;
-    match g.ignition_version.as_str() {
-        "v3" => Ok(()),
-        "v2" => Err(input_error(
-            "--ignition-version v2 is not supported by bogie yet (default configs are Ignition spec 3; v3 is the default)",
-        )),
-        other => Err(input_error(format!(
-            "--ignition-version {other:?}: kola's values are v2 and v3"
-        ))),
+    ignition_version(g)?;
+    Ok(())
+}
+
+/// `--ignition-version` as kola takes it (`v2`, `v3`); None when not given (the image
+/// decides: [`IgnitionVersion::default_for`]).
+pub fn ignition_version(g: &Global) -> anyhow::Result<Option<IgnitionVersion>> {
+    g.ignition_version
+        .as_deref()
+        .map(|v| {
+            IgnitionVersion::parse(v).ok_or_else(|| {
+                input_error(format!(
+                    "--ignition-version {v:?}: kola's values are v2 and v3"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `--enable-secureboot` on `platform`: honoured on qemu (UEFI with Secure Boot enforced;
+/// the QEMU platform refuses what cannot boot that way: arm64, a kernel booted directly,
+/// BIOS firmware), refused on every other platform, where bogie sets no Secure Boot up.
+pub fn secure_boot(g: &Global, platform: &str) -> anyhow::Result<bool> {
+    if g.enable_secureboot && platform != "qemu" {
+        return Err(input_error(format!(
+            "--enable-secureboot works on --platform qemu only, not {platform}"
+        )));
     }
+    Ok(g.enable_secureboot)
 }
 
 /// `--qemu-grow-base-disk-by` in bytes (0 when not given): a number of bytes with an
@@ -159,9 +178,10 @@ mod tests {
         assert_eq!(grow_base_disk_by(&global(&[])).unwrap(), 0);
         assert!(refusal(&["--qemu-grow-base-disk-by=lots"])
             .starts_with("--qemu-grow-base-disk-by \"lots\" is not a size"));
+        // Honoured now (on qemu: see secure_boot).
+        assert!(refuse_unsupported(&global(&["--enable-secureboot"])).is_ok());
         for (args, flag) in [
-            (&["--enable-secureboot"][..], "--enable-secureboot"),
-            (&["--update-payload=u.gz"], "--update-payload"),
+            (&["--update-payload=u.gz"][..], "--update-payload"),
             (&["--torcx-manifest=t.json"], "--torcx-manifest"),
             (&["--devcontainer-url=http://x"], "--devcontainer-url"),
             (&["--devcontainer-file=d.bin"], "--devcontainer-file"),
@@ -177,11 +197,27 @@ mod tests {
             );
         }
         assert!(refuse_unsupported(&global(&["--ignition-version=v3"])).is_ok());
-        assert!(refusal(&["--ignition-version=v2"])
-            .starts_with("--ignition-version v2 is not supported by bogie yet"));
+        assert!(refuse_unsupported(&global(&["--ignition-version=v2"])).is_ok());
+        assert_eq!(
+            ignition_version(&global(&["--ignition-version=v2"])).unwrap(),
+            Some(IgnitionVersion::V2)
+        );
+        assert_eq!(ignition_version(&global(&[])).unwrap(), None);
         assert_eq!(
             refusal(&["--ignition-version=v9"]),
             "--ignition-version \"v9\": kola's values are v2 and v3"
+        );
+    }
+
+    #[test]
+    fn secure_boot_is_a_qemu_flag() {
+        assert!(!secure_boot(&global(&[]), "aws").unwrap());
+        assert!(secure_boot(&global(&["--enable-secureboot"]), "qemu").unwrap());
+        assert_eq!(
+            secure_boot(&global(&["--enable-secureboot"]), "aws")
+                .unwrap_err()
+                .to_string(),
+            "--enable-secureboot works on --platform qemu only, not aws"
         );
     }
 

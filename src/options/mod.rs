@@ -40,6 +40,8 @@ pub struct Target {
     pub cloud: CloudArgs,
     /// `--basename`: the prefix of cloud resource names and tags.
     pub basename: String,
+    /// `--enable-secureboot` (checked to be on qemu by `run` and `spawn`).
+    pub secure_boot: bool,
 }
 
 impl Target {
@@ -168,6 +170,8 @@ pub struct RunOptions {
     pub keep: KeepPolicy,
     /// `--disable-selinux-avc-checks`.
     pub no_avc_checks: bool,
+    /// `--ignition-version` (None: the image's default).
+    pub ignition_version: Option<bogie_harness::setup::IgnitionVersion>,
     /// `--retries`, at least one with `--rerun`.
     pub retries: u32,
     /// `--retry-harness-failures`.
@@ -186,6 +190,7 @@ impl RunOptions {
     /// Checks the flags in the order a user meets them, before any image is read.
     pub fn from_flags(g: &Global, args: RunArgs) -> anyhow::Result<RunOptions> {
         let platform = platform_name(g)?;
+        input::secure_boot(g, &platform)?;
         let parallel = parallel(g)?;
         let timeout = parse_duration(&args.timeout).ok_or_else(|| {
             input_error(format!("--timeout {:?} is not a duration", args.timeout))
@@ -231,6 +236,7 @@ impl RunOptions {
             keys: args.key,
             keep,
             no_avc_checks: g.disable_selinux_avc_checks,
+            ignition_version: input::ignition_version(g)?,
             retries: args.retries.max(u32::from(args.rerun)),
             retry_harness_failures: args.retry_harness_failures,
             allow_flaky: args.allow_flaky,
@@ -250,6 +256,8 @@ pub struct ListOptions {
     pub json: bool,
     /// With `--filter`: what to select for (platform, board, image).
     pub filter: Option<(Target, Selection)>,
+    /// `--show-image`: the `--qemu-image` to describe first.
+    pub show_image: Option<PathBuf>,
 }
 
 impl ListOptions {
@@ -265,10 +273,20 @@ impl ListOptions {
         } else {
             None
         };
+        let show_image = match (&g.qemu.qemu_image, args.show_image) {
+            (_, false) => None,
+            (Some(p), true) => Some(p.clone()),
+            (None, true) => {
+                return Err(input_error(
+                    "--show-image needs --qemu-image (a manifest.json or a disk image)",
+                ))
+            }
+        };
         Ok(ListOptions {
             patterns: input::patterns(&args.patterns),
             json: args.json,
             filter,
+            show_image,
         })
     }
 }
@@ -293,6 +311,7 @@ impl SpawnRequest {
     /// image is read: nothing boots on a bad flag or a malformed config.
     pub fn from_flags(g: &Global, args: SpawnArgs) -> anyhow::Result<SpawnRequest> {
         let platform = platform_name(g)?;
+        input::secure_boot(g, &platform)?;
         let config = match &args.userdata {
             Some(f) => Some(userdata::load_userdata(f)?),
             None => None,
@@ -330,6 +349,11 @@ pub struct BenchOptions {
 impl BenchOptions {
     /// The bench's options.
     pub fn from_flags(g: &Global, args: BenchArgs) -> anyhow::Result<BenchOptions> {
+        if g.enable_secureboot {
+            return Err(input_error(
+                "--enable-secureboot is not supported by bogie bench (its runs boot the test image's kernel directly)",
+            ));
+        }
         Ok(BenchOptions {
             image: g.qemu.qemu_image.clone(),
             board: g.board.clone(),
@@ -408,6 +432,7 @@ fn target(g: &Global, platform: String, arch: Option<Arch>, qemu: QemuArgs) -> T
         qemu,
         cloud: g.cloud.clone(),
         basename: g.basename.clone(),
+        secure_boot: g.enable_secureboot,
     }
 }
 

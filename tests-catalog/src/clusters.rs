@@ -26,7 +26,7 @@ pub fn tests() -> Vec<Test> {
     };
     let mut v = vec![
         Test::new("cl.locksmith.cluster", locksmith_cluster)
-            .description("three machines with locksmith's etcd-lock strategy all reboot on send-need-reboot, coordinated through etcd")
+            .description("three machines with locksmith's etcd-lock strategy all reboot on send-need-reboot, coordinated through etcd (Flatcar: locksmith, update.conf)")
             .cluster_size(3)
             .platforms(&q_az())
             .flags(updates_on)
@@ -53,11 +53,11 @@ pub fn tests() -> Vec<Test> {
             send_need_reboot(&m, false).await?;
             wait_rebooted(&m, &before).await
         })
-        .description("locksmithctl send-need-reboot reboots the machine")
+        .description("locksmithctl send-need-reboot reboots the machine (Flatcar: locksmith)")
         .platforms(&q_az())
         .requires(&["flatcar", "locksmith"]),
         Test::new("coreos.locksmith.tls", locksmith_tls)
-            .description("locksmith talks to a TLS-only etcd with client certificates: lock, status, unlock by locksmithd")
+            .description("locksmith talks to a TLS-only etcd with client certificates: lock, status, unlock by locksmithd (Flatcar: locksmith, etcd-member)")
             .platforms(&q_az())
             .flags(updates_on)
             .requires(&["flatcar", "locksmith", "etcd", "openssl"])
@@ -69,7 +69,7 @@ pub fn tests() -> Vec<Test> {
         ("cl.flannel.vxlan", "vxlan", "flannel.1", "flannel.1"),
     ] {
         let mut t = Test::new(name, move |c| async move { flannel(&c, flannel_if, peer_if).await })
-            .description(&format!("flanneld ({ty} backend, network config in etcd) connects the machines' container networks: a ping crosses it"))
+            .description(&format!("flanneld ({ty} backend, network config in etcd) connects the machines' container networks: a ping crosses it (Flatcar: flanneld.service, flannel-wrapper)"))
             .cluster_size(3)
             // kola excludes qemu-unpriv (no network between VMs); bogie requires the
             // private network instead.
@@ -94,8 +94,9 @@ pub fn tests() -> Vec<Test> {
                 move |c| async move { kubeadm(&c, release, cni, cgroupv1).await },
             )
             .description(&format!(
-                "kubeadm {release} with {cni}{}: an external etcd, a control plane and a worker become Ready, nginx and an NFS-backed pod deploy",
-                if cgroupv1 { " on cgroup v1" } else { "" }
+                "kubeadm {release} with {cni}{}: an external etcd, a control plane and a worker become Ready, nginx and an NFS-backed pod deploy (Flatcar: its containerd setup and kubeadm's host tools{})",
+                if cgroupv1 { " on cgroup v1" } else { "" },
+                if cgroupv1 { ", /etc/flatcar-cgroupv1" } else { "" }
             ))
             .cluster_size(0)
             .platforms(&["!qemu-unpriv"])

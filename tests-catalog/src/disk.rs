@@ -35,7 +35,7 @@ pub fn tests() -> Vec<Test> {
                 m.reboot().await?;
                 raid_mounted(&m, "/").await
             })
-            .description(&format!("the root filesystem on an md {level} of two partitions of an extra disk, before and after a reboot"))
+            .description(&format!("the root filesystem on an md {level} of two partitions of an extra disk, before and after a reboot (Flatcar: md RAID in its initramfs, a root rebuilt from /usr)"))
             .cluster_size(0)
             .platforms(&["qemu"])
             .requires(&["flatcar", "flatcar-partitions"])
@@ -48,7 +48,7 @@ pub fn tests() -> Vec<Test> {
                 m.reboot().await?;
                 raid_mounted(&m, "/var/lib/data").await
             })
-            .description(&format!("a data filesystem on an md {level} of OEM-CONFIG and USR-B mounted at /var/lib/data, before and after a reboot"))
+            .description(&format!("a data filesystem on an md {level} of OEM-CONFIG and USR-B mounted at /var/lib/data, before and after a reboot (Flatcar: mdadm)"))
             .platforms(&["qemu", "qemu-unpriv"])
             .requires(&["flatcar", "flatcar-partitions"])
             .config(raw_config(&raid_data(level))),
@@ -57,9 +57,9 @@ pub fn tests() -> Vec<Test> {
     for (name, root) in [("cl.tang.root", true), ("cl.tang.nonroot", false)] {
         let mut t = Test::new(name, move |c| async move { tang(&c, root).await })
             .description(if root {
-                "the root filesystem on LUKS bound to a Tang server (clevis) unlocks at boot and after a reboot"
+                "the root filesystem on LUKS bound to a Tang server (clevis) unlocks at boot and after a reboot (Flatcar: clevis and networkd in its initramfs, kargs, a root rebuilt from /usr)"
             } else {
-                "a data filesystem on LUKS on an extra disk, bound to a Tang server, is mounted at boot and after a reboot"
+                "a data filesystem on LUKS on an extra disk, bound to a Tang server, is mounted at boot and after a reboot (Flatcar: clevis)"
             })
             .cluster_size(0)
             .platforms(&["qemu"])
@@ -102,7 +102,7 @@ pub fn tests() -> Vec<Test> {
             .await?;
             Ok(())
         })
-        .description("tpm2_eventlog parses the firmware's TPM event log")
+        .description("tpm2_eventlog parses the firmware's TPM event log (Flatcar: tpm2-tools)")
         .cluster_size(0)
         .platforms(&["qemu"])
         .min_version(Version::new(4082, 0, 0))
@@ -317,11 +317,11 @@ const CRYPTENROLL_FIRST: &str = "[Unit]\nConditionFirstBoot=true\nOnFailure=emer
 impl TpmVariant {
     fn description(self) -> &'static str {
         match self {
-            TpmVariant::Clevis => "the root filesystem on LUKS bound to the TPM through clevis unlocks at boot and after a reboot",
-            TpmVariant::ClevisData => "a data filesystem on LUKS on an extra disk, bound to the TPM through clevis, is mounted at boot and after a reboot",
-            TpmVariant::Cryptenroll => "systemd-cryptenroll binds the LUKS root to the TPM on first boot; it unlocks after a reboot",
-            TpmVariant::PcrNoUpdate => "systemd-cryptenroll binds the LUKS root to TPM PCRs after a first reboot; it unlocks again",
-            TpmVariant::PcrWithUpdate => "a PCR-bound LUKS root survives an update's oem-postinst unbinding and a changed grub.cfg",
+            TpmVariant::Clevis => "the root filesystem on LUKS bound to the TPM through clevis unlocks at boot and after a reboot (Flatcar: clevis in its initramfs, a root rebuilt from /usr)",
+            TpmVariant::ClevisData => "a data filesystem on LUKS on an extra disk, bound to the TPM through clevis, is mounted at boot and after a reboot (Flatcar: clevis)",
+            TpmVariant::Cryptenroll => "systemd-cryptenroll binds the LUKS root to the TPM on first boot; it unlocks after a reboot (Flatcar: TPM unlock in its systemd initramfs, a root rebuilt from /usr)",
+            TpmVariant::PcrNoUpdate => "systemd-cryptenroll binds the LUKS root to TPM PCRs after a first reboot; it unlocks again (Flatcar: TPM unlock in its systemd initramfs, a root rebuilt from /usr)",
+            TpmVariant::PcrWithUpdate => "a PCR-bound LUKS root survives an update's oem-postinst unbinding and a changed grub.cfg (Flatcar: TPM unlock in its systemd initramfs, oem-postinst, /oem/grub.cfg)",
         }
     }
 

@@ -99,7 +99,7 @@ pub fn tests() -> Vec<Test> {
             .timeout(long)
             .config(docker_config()),
         Test::new("docker.lib-coreos-dockerd-compat", base)
-            .description("docker.base with the old docker.service that ran /usr/lib/coreos/dockerd (users copied it to /etc)")
+            .description("docker.base with the old docker.service that ran /usr/lib/coreos/dockerd, as users copied it to /etc (Flatcar: /usr/lib/coreos/dockerd)")
             .platforms(&qemu_az())
             .requires(&["docker", "flatcar"])
             .timeout(long)

@@ -4,8 +4,9 @@
 //!
 //! Spec-3 configs are written as kola's v3 variants (Debian's Ignition 2.14 and Flatcar's
 //! both take them); tests whose kola config is spec 1 or 2 keep it (Flatcar's Ignition
-//! translates those) and require `flatcar`. Tests that reformat Flatcar's partitions
-//! (ROOT, USR-B, OEM) require `flatcar-partitions`.
+//! translates those) and require `ignition-spec1` / `ignition-spec2`, or `flatcar` where
+//! they need more of Flatcar (named in their descriptions). Tests that reformat Flatcar's
+//! partitions (ROOT, USR-B, OEM) require `flatcar-partitions`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use bogie_harness::serve::{FileServer, QEMU_HOST_ADDR};
@@ -101,7 +102,7 @@ pub fn tests() -> Vec<Test> {
             .min_version(Version::new(3185, 0, 0))
             .config(raw_config(INSTANTIATED)),
         Test::new("cl.ignition.kargs", kargs)
-            .description("kernelArguments.shouldExist adds `quiet` to the kernel command line (Ignition's kargs stage and reboot)")
+            .description("kernelArguments.shouldExist adds `quiet` to the kernel command line (Flatcar: Ignition's kargs stage and its reboot)")
             .min_version(Version::new(3185, 0, 0))
             // The test image boots its kernel directly with `quiet` already on the command
             // line and runs no kargs stage: the check means something only on Flatcar.
@@ -207,57 +208,57 @@ pub fn tests() -> Vec<Test> {
             .distros(&all_distros())
             .requires(&["ignition-fetch"]),
         Test::new("coreos.ignition.ssh.key", empty)
-            .description("the SSH key comes only from platform metadata (no key in the config)")
+            .description("the SSH key reaches the machine through Ignition alone (none in platform metadata)")
             .platforms(&["!qemu"])
             .distros(&all_distros())
             .flags(TestFlags { no_ssh_key_in_metadata: true, ..TestFlags::default() })
             .config(raw_config(r#"{"ignition":{"version":"3.0.0"}}"#)),
         Test::new("cl.ignition.v1.ssh.key", |c| async move {
-            boot_v1(&c, r#"{"ignitionVersion": 1}"#).await?;
+            boot_v1(&c, V1_EMPTY).await?;
             empty(c).await
         })
-        .description("spec 1: the SSH key comes only from platform metadata")
+        .description("spec 1: the SSH key reaches the machine through Ignition alone (none in platform metadata)")
         .cluster_size(0)
         .platforms(&["do", "!qemu"])
         .flags(TestFlags { no_ssh_key_in_metadata: true, ..TestFlags::default() })
-        .requires(&["flatcar"]),
+        .requires(&["ignition-spec1"]),
         Test::new("cl.ignition.misc.empty", empty)
             .description("an empty config boots; the SSH key comes from platform metadata")
             .platforms(&["!qemu", "!esx", "!brightbox", "!akamai"])
             .flags(TestFlags { no_disable_updates: true, no_ssh_key_in_user_data: true, ..TestFlags::default() })
             .config(Config::new()),
         Test::new("cl.ignition.v1.noop", |c| async move {
-            boot_v1(&c, r#"{"ignitionVersion": 1}"#).await?;
+            boot_v1(&c, V1_EMPTY).await?;
             empty(c).await
         })
         .description("a spec-1 config with nothing in it boots; the SSH key comes from platform metadata")
         .cluster_size(0)
         .platforms(&["!qemu", "!esx", "!openstack", "!brightbox", "!akamai"])
         .flags(TestFlags { no_ssh_key_in_user_data: true, ..TestFlags::default() })
-        .requires(&["flatcar"]),
+        .requires(&["ignition-spec1"]),
         Test::new("cl.ignition.v2.noop", empty)
             .description("a spec-2 config with nothing in it boots; the SSH key comes from platform metadata")
             .platforms(&["!qemu", "!esx", "!brightbox", "!akamai"])
             .min_version(Version::new(3227, 0, 0))
             .flags(TestFlags { no_ssh_key_in_user_data: true, ..TestFlags::default() })
-            .requires(&["flatcar"])
+            .requires(&["ignition-spec2"])
             .config(raw_config(r#"{"ignition":{"version":"2.0.0"}}"#)),
         Test::new("cl.ignition.v2_1.ext4checkexisting", ext4_check_existing)
             .description("a spec-2.1 ext4 ROOT entry without wipe keeps the existing filesystem (same UUID)")
             .platforms(&q_az())
-            .requires(&["flatcar", "flatcar-partitions"]),
+            .requires(&["ignition-spec2", "flatcar-partitions"]),
         Test::new("cl.ignition.v2_1.vfat", |c| async move { formatted(&c, "vfat", "USR-B").await })
             .description("spec 2.1 formats USR-B as vfat with a fixed volume id")
             .platforms(&q_az())
-            .requires(&["flatcar", "flatcar-partitions", "vfat"])
+            .requires(&["ignition-spec2", "flatcar-partitions", "vfat"])
             .config(raw_config(&v2_1_usrb("vfat", TARGET_VFAT_ID))),
         Test::new("cl.ignition.v2_1.swap", |c| async move { formatted(&c, "swap", "USR-B").await })
             .description("spec 2.1 formats USR-B as swap with a fixed UUID")
             .platforms(&q_az())
-            .requires(&["flatcar", "flatcar-partitions"])
+            .requires(&["ignition-spec2", "flatcar-partitions"])
             .config(raw_config(&v2_1_usrb("swap", TARGET_UUID))),
         Test::new("cl.ignition.partition_on_boot_disk", partition_on_boot_disk)
-            .description("a partition added to the boot disk at 9 GiB becomes an xfs /var with a file on it")
+            .description("a partition added to the boot disk at 9 GiB becomes an xfs /var with a file on it (Flatcar: ROOT ending before 9 GiB, spec-2 files on a named filesystem)")
             .cluster_size(0)
             .platforms(&q())
             .requires(&["flatcar", "flatcar-partitions", "xfs"])
@@ -302,7 +303,7 @@ pub fn tests() -> Vec<Test> {
                 }
             })
             .description(&format!(
-                "spec 1 reformats ROOT as {fs} with a fixed UUID and the machine boots from it"
+                "spec 1 reformats ROOT as {fs} with a fixed UUID and the machine boots from it (Flatcar: a root rebuilt from /usr on an empty ROOT)"
             ))
             .cluster_size(0)
             .platforms(&q_az())
@@ -312,7 +313,7 @@ pub fn tests() -> Vec<Test> {
             root_reformatted(&c, fs1).await
         })
         .description(&format!(
-            "spec 2 reformats ROOT as {fs} with a fixed UUID and the machine boots from it"
+            "spec 2 reformats ROOT as {fs} with a fixed UUID and the machine boots from it (Flatcar: a root rebuilt from /usr on an empty ROOT)"
         ))
         .requires(&need)
         .config(raw_config(&v2));
@@ -358,6 +359,11 @@ pub fn tests() -> Vec<Test> {
             raw_config(&oem_clc(false)),
         ),
     ] {
+        let flatcar = if mountpoint == OLD_OEM {
+            "btrfs OEM at /usr/share/oem"
+        } else {
+            "btrfs OEM"
+        };
         let what = if butane {
             "a grub.cfg written to the OEM partition through its mount point"
         } else {
@@ -369,7 +375,7 @@ pub fn tests() -> Vec<Test> {
                 move |c| async move { oem_reuse(&c, mountpoint).await },
             )
             .description(&format!(
-                "{what} ({mountpoint}) is there, OEM stays btrfs, and the machine reboots fine"
+                "{what} ({mountpoint}) is there, OEM stays btrfs, and the machine reboots fine (Flatcar: {flatcar})"
             ))
             .platforms(&q())
             .min_version(Version::new(min, 0, 0))
@@ -379,7 +385,7 @@ pub fn tests() -> Vec<Test> {
     }
     v.push(
         Test::new("cl.ignition.oem.wipe", oem_wipe)
-            .description("spec 2 wipes the OEM partition and makes it ext4")
+            .description("spec 2 wipes the OEM partition and makes it ext4 (Flatcar: btrfs OEM, spec-2 files on a named filesystem)")
             .platforms(&q())
             .min_version(Version::new(2983, 0, 0))
             .requires(&["flatcar", "oem-partition"])
@@ -396,6 +402,7 @@ pub fn body_configs() -> Vec<(&'static str, Config)> {
         ("cl.ignition.v1.once", v1(V1_ONCE)),
         ("cl.ignition.v1.groups", v1(V1_GROUPS)),
         ("cl.ignition.v1.users", v1(V1_USERS)),
+        ("cl.ignition.v1.noop", v1(V1_EMPTY)),
         (
             "coreos.ignition.resource.local (client)",
             resource_local_config("http://10.0.2.2:1/http", "tftp://10.0.2.2:2/tftp"),
@@ -445,6 +452,9 @@ async fn sethostname(c: TestCluster) -> Result<()> {
 
 const V1_HOSTNAME: &str = r#"{"ignitionVersion":1,"storage":{"filesystems":[{"device":"/dev/disk/by-partlabel/ROOT","format":"ext4","files":[{"path":"/etc/hostname","mode":420,"contents":"core1"}]}]}}"#;
 const V1_ONCE: &str = r#"{"ignitionVersion":1,"storage":{"filesystems":[{"device":"/dev/disk/by-partlabel/ROOT","format":"ext4","files":[{"path":"/etc/ignition-ran","contents":"Ignition ran.","mode":420}]}]}}"#;
+
+/// The spec-1 config with nothing in it (`cl.ignition.v1.noop`, `cl.ignition.v1.ssh.key`).
+const V1_EMPTY: &str = r#"{"ignitionVersion": 1}"#;
 
 /// Boots the machine of a spec-1 test.
 async fn boot_v1(c: &TestCluster, json: &str) -> Result<TestMachine> {

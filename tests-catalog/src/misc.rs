@@ -41,18 +41,18 @@ pub fn tests() -> Vec<Test> {
             .platforms(&["qemu", "qemu-unpriv"])
             .config(crate::docker::docker_config()),
         Test::new("misc.fips", fips)
-            .description("with fips=1 and the FIPS provider configured, sha512 works, md5 is refused and the kernel reports FIPS mode")
+            .description("with fips=1 and the FIPS provider configured, sha512 works, md5 is refused and the kernel reports FIPS mode (Flatcar: kargs, its OpenSSL FIPS module)")
             .platforms(&["qemu", "qemu-unpriv"])
             .min_version(Version::new(3549, 0, 0))
             .requires(&["flatcar", "openssl"])
             .config(fips_config()),
         Test::new("cl.overlay.cleanup", overlay_cleanup)
-            .description("the /etc overlay keeps no stray copies of /usr files, and deletions and edits survive a reboot")
+            .description("the /etc overlay keeps no stray copies of /usr files, and deletions and edits survive a reboot (Flatcar: the /etc overlay, /usr/share/flatcar/etc)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .min_version(Version::new(3530, 0, 0))
             .requires(&["flatcar"]),
         Test::new("cl.osreset.ignition-rerun", osreset)
-            .description("flatcar-reset keeps the listed paths and the machine id, drops the rest, and Ignition runs again")
+            .description("flatcar-reset keeps the listed paths and the machine id, drops the rest, and Ignition runs again (Flatcar: flatcar-reset)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .min_version(Version::new(3530, 0, 0))
             .requires(&["flatcar"])
@@ -69,7 +69,7 @@ pub fn tests() -> Vec<Test> {
                 ..TestFlags::default()
             }),
         Test::new("cl.cgroupv1", cgroupv1)
-            .description("/etc/flatcar-cgroupv1 boots with only cgroup v1 hierarchies, every controller mounted")
+            .description("/etc/flatcar-cgroupv1 boots with only cgroup v1 hierarchies, every controller mounted (Flatcar: /etc/flatcar-cgroupv1)")
             .platforms(&["qemu", "qemu-unpriv"])
             .min_version(Version::new(3033, 0, 0))
             .end_version(Version::new(4179, 0, 0))
@@ -94,7 +94,7 @@ pub fn tests() -> Vec<Test> {
         Test::new("cl.install.cloudinit", |c| async move {
             crate::util::assert_output_eq(&c.machine()?, "hostname", "cloud-config-worked").await
         })
-        .description("a cloud-config in /var/lib/flatcar-install/user_data (what flatcar-install writes) sets the hostname")
+        .description("a cloud-config in /var/lib/flatcar-install/user_data (what flatcar-install writes) sets the hostname (Flatcar: coreos-cloudinit)")
         .platforms(&["!azure"])
         .requires(&["flatcar", "cloudinit"])
         .config(crate::util::raw_config(

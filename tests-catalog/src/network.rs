@@ -20,7 +20,7 @@ pub fn tests() -> Vec<Test> {
             .platforms(&["qemu", "qemu-unpriv"])
             .end_version(Version::new(1967, 0, 0)),
         Test::new("cl.network.initramfs.second-boot", second_boot)
-            .description("after a reboot networkd starts only in the real root, after the switch from the systemd initramfs")
+            .description("after a reboot networkd starts only in the real root, after the switch from the systemd initramfs (Flatcar: its systemd initramfs)")
             .platforms(&["!do"])
             // The check reads the journal of a systemd initramfs (initrd-switch-root.target).
             .requires(&["flatcar"]),

@@ -30,21 +30,21 @@ pub fn tests() -> Vec<Test> {
             m.must_ssh("networkctl status eth0").await?;
             Ok(())
         })
-        .description("the GCE OEM service runs without restarts and eth0 is managed")
+        .description("the GCE OEM service runs without restarts and eth0 is managed (Flatcar: oem-gce.service)")
         .platforms(&["gce"])
         .min_version(Version::new(2801, 0, 0))
         .requires(&["flatcar"]),
         Test::new("cl.metadata.aws", |c| async move {
             metadata(&c, &["COREOS_EC2_IPV4_LOCAL", "COREOS_EC2_IPV4_PUBLIC", "COREOS_EC2_HOSTNAME"]).await
         })
-        .description("coreos-metadata writes the EC2 addresses and hostname to /run/metadata/coreos")
+        .description("coreos-metadata writes the EC2 addresses and hostname to /run/metadata/coreos (Flatcar: coreos-metadata)")
         .platforms(&["aws"])
         .requires(&["flatcar"])
         .config(metadata_config()),
         Test::new("cl.metadata.azure", |c| async move {
             metadata(&c, &["COREOS_AZURE_IPV4_DYNAMIC"]).await
         })
-        .description("coreos-metadata writes the Azure dynamic address to /run/metadata/coreos")
+        .description("coreos-metadata writes the Azure dynamic address to /run/metadata/coreos (Flatcar: coreos-metadata)")
         .platforms(&["azure"])
         .requires(&["flatcar"])
         .config(metadata_config()),
@@ -66,7 +66,7 @@ pub fn tests() -> Vec<Test> {
                 .await?;
             Ok(())
         })
-        .description("azure-nvme-id and the udev rules give NVMe disks their /dev/disk/azure names")
+        .description("azure-nvme-id and the udev rules give NVMe disks their /dev/disk/azure names (Flatcar: azure-nvme-id, its udev rules)")
         .platforms(&["azure"])
         .requires(&["flatcar"]),
         Test::new("cl.misc.falco", |c| async move {
@@ -76,7 +76,7 @@ pub fn tests() -> Vec<Test> {
             m.must_ssh("dmesg | grep falco && lsmod | grep falco").await?;
             Ok(())
         })
-        .description("falco's driver loader builds and loads the falco kernel module")
+        .description("falco's driver loader builds and loads the falco kernel module (Flatcar: falco's support for Flatcar kernels)")
         .platforms(&["qemu"])
         .architectures(&[Arch::Amd64])
         .end_version(Version::new(4330, 0, 0))
@@ -85,7 +85,7 @@ pub fn tests() -> Vec<Test> {
         .requires(&["flatcar", "docker"])
         .config(crate::docker::docker_config()),
         Test::new("bpf.ig", inspektor_gadget)
-            .description("Inspektor Gadget from the extension store traces exec and DNS events with filters")
+            .description("Inspektor Gadget from the extension store traces exec and DNS events with filters (Flatcar: sysexts from extensions.flatcar.org)")
             .cluster_size(0)
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .min_version(Version::new(4081, 0, 0))
@@ -101,7 +101,7 @@ pub fn tests() -> Vec<Test> {
             assert_output_contains(&m, "hostnamectl", "Static hostname: core1").await?;
             Ok(())
         })
-        .description("coreos-cloudinit applies a cloud-config: a file and the hostname")
+        .description("coreos-cloudinit applies a cloud-config: a file and the hostname (Flatcar: coreos-cloudinit)")
         .platforms(&["!qemu-unpriv", "!hetzner", "!akamai", "!oraclecloud"])
         .requires(&["flatcar", "cloudinit"])
         .config(user_data("#cloud-config\nhostname: \"core1\"\nwrite_files:\n  - path: \"/foo\"\n    content: bar\n")),
@@ -112,12 +112,12 @@ pub fn tests() -> Vec<Test> {
             }
             Ok(())
         })
-        .description("coreos-cloudinit runs a user-data shell script")
+        .description("coreos-cloudinit runs a user-data shell script (Flatcar: coreos-cloudinit)")
         .platforms(&["qemu", "azure", "!qemu-unpriv"])
         .requires(&["flatcar", "cloudinit"])
         .config(user_data("#!/bin/bash\necho bar > /foo\n")),
         Test::new("cl.cloudinit.multipart-mime", multipart)
-            .description("coreos-cloudinit applies every cloud-config and script part of a multipart MIME user data and ignores the rest")
+            .description("coreos-cloudinit applies every cloud-config and script part of a multipart MIME user data and ignores the rest (Flatcar: coreos-cloudinit)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .min_version(Version::new(3620, 0, 0))
             .requires(&["flatcar", "cloudinit"])
@@ -136,12 +136,12 @@ pub fn tests() -> Vec<Test> {
             move |c| async move { nvidia(&c, sysext, operator).await },
         )
         .description(match (sysext, operator) {
-            (false, false) => "the NVIDIA driver installs on a GPU instance and nvidia-smi works",
-            (false, true) => "the NVIDIA GPU operator runs on kubeadm with the installed driver",
+            (false, false) => "the NVIDIA driver installs on a GPU instance and nvidia-smi works (Flatcar: nvidia.service)",
+            (false, true) => "the NVIDIA GPU operator runs on kubeadm with the installed driver (Flatcar: nvidia.service, sysexts from extensions.flatcar.org)",
             (true, false) => {
-                "the NVIDIA driver sysext loads on a GPU instance and nvidia-smi works"
+                "the NVIDIA driver sysext loads on a GPU instance and nvidia-smi works (Flatcar: nvidia.service, its NVIDIA driver sysexts)"
             }
-            (true, true) => "the NVIDIA GPU operator runs on kubeadm with the driver sysext",
+            (true, true) => "the NVIDIA GPU operator runs on kubeadm with the driver sysext (Flatcar: nvidia.service, its NVIDIA driver sysexts)",
         })
         .cluster_size(0)
         .platforms(&["azure", "aws"])
@@ -160,9 +160,9 @@ pub fn tests() -> Vec<Test> {
     ] {
         let mut t = Test::new(name, move |c| async move { devcontainer(&c, docker).await })
             .description(if docker {
-                "the developer container, imported into docker, emerges the kernel sources and prepares modules"
+                "the developer container, imported into docker, emerges the kernel sources and prepares modules (Flatcar: the developer container)"
             } else {
-                "the developer container, run with systemd-nspawn, emerges the kernel sources and prepares modules"
+                "the developer container, run with systemd-nspawn, emerges the kernel sources and prepares modules (Flatcar: the developer container)"
             })
             .cluster_size(0)
             .platforms(&["qemu", "qemu-unpriv"])

@@ -21,13 +21,13 @@ fn q_az() -> [&'static str; 3] {
 pub fn tests() -> Vec<Test> {
     vec![
         Test::new("sysext.simple", |c| async move { simple(&c, "/oem").await })
-            .description("a directory extension in /etc/extensions adds /usr/hello-sysext, also after restarting systemd-sysext")
+            .description("a directory extension in /etc/extensions adds /usr/hello-sysext, also after restarting systemd-sysext (Flatcar: extension-release ID=flatcar)")
             .platforms(&q_az())
             .min_version(Version::new(3603, 0, 0))
             .requires(&["flatcar", "sysext"])
             .config(simple_config()),
         Test::new("sysext.simple.old", |c| async move { simple(&c, "/usr/share/oem").await })
-            .description("a directory extension in /etc/extensions adds /usr/hello-sysext (OEM at /usr/share/oem)")
+            .description("a directory extension in /etc/extensions adds /usr/hello-sysext (Flatcar: extension-release ID=flatcar, OEM at /usr/share/oem)")
             .platforms(&q())
             .min_version(Version::new(3185, 0, 0))
             .end_version(Version::new(3603, 0, 0))
@@ -41,7 +41,7 @@ pub fn tests() -> Vec<Test> {
                 .await?;
             Ok(())
         })
-        .description("without configuration extensions systemd-confext skips the merge and /etc stays a writable mount")
+        .description("without configuration extensions systemd-confext skips the merge and /etc stays a writable mount (Flatcar: its systemd-confext setup over the /etc overlay)")
         .platforms(&q())
         .min_version(Version::new(4548, 0, 0))
         .requires(&["flatcar", "sysext"]),
@@ -55,7 +55,7 @@ pub fn tests() -> Vec<Test> {
             }
             Ok(())
         })
-        .description("masking docker-flatcar.raw with /dev/null removes /usr/bin/docker")
+        .description("masking docker-flatcar.raw with /dev/null removes /usr/bin/docker (Flatcar: its docker sysext)")
         .platforms(&q_az())
         .min_version(Version::new(3761, 0, 0))
         .requires(&["flatcar", "sysext"])
@@ -70,20 +70,20 @@ pub fn tests() -> Vec<Test> {
             }
             Ok(())
         })
-        .description("masking containerd-flatcar.raw and docker-flatcar.raw removes /usr/bin/containerd")
+        .description("masking containerd-flatcar.raw and docker-flatcar.raw removes /usr/bin/containerd (Flatcar: its docker and containerd sysexts)")
         .platforms(&q_az())
         .min_version(Version::new(3761, 0, 0))
         .requires(&["flatcar", "sysext"])
         .config(mask_extensions(&["containerd-flatcar", "docker-flatcar"])),
         Test::new("sysext.custom-docker.sysext", custom_docker)
-            .description("with the shipped docker disabled, docker sysexts built with the sysext-bakery make docker work again")
+            .description("with the shipped docker disabled, docker sysexts built with the sysext-bakery make docker work again (Flatcar: its docker and containerd sysexts, licenses.json)")
             .platforms(&q_az())
             .min_version(Version::new(3761, 0, 0))
             .tags(&["needs-internet"])
             .requires(&["flatcar", "sysext"])
             .config(mask_extensions(&["docker-flatcar", "containerd-flatcar"])),
         Test::new("sysext.custom-docker.torcx", custom_docker)
-            .description("with torcx's docker disabled, docker sysexts built with the sysext-bakery make docker work")
+            .description("with torcx's docker disabled, docker sysexts built with the sysext-bakery make docker work (Flatcar: torcx, licenses.json)")
             .platforms(&q())
             .min_version(Version::new(3185, 0, 0))
             .end_version(Version::new(3760, 0, 0))
@@ -96,7 +96,7 @@ pub fn tests() -> Vec<Test> {
                     .directory("/etc/extensions/containerd-flatcar", 0o755),
             ),
         Test::new("sysext.custom-oem", custom_oem)
-            .description("an OEM sysext built in the developer container is activated after flatcar-reset and its file is there")
+            .description("an OEM sysext built in the developer container is activated after flatcar-reset and its file is there (Flatcar: the developer container, flatcar-reset, OEM sysexts)")
             .cluster_size(0)
             .platforms(&q())
             .min_version(Version::new(3603, 0, 0))
@@ -113,7 +113,7 @@ pub fn tests() -> Vec<Test> {
             assert_output_contains(&m, "grep --with-filename . /tank/hello", "hello:world").await?;
             Ok(())
         })
-        .description("the zfs sysext from the extension store creates a pool on an extra disk; the data survives a reboot")
+        .description("the zfs sysext from the extension store creates a pool on an extra disk; the data survives a reboot (Flatcar: its zfs sysext, enabled-sysext.conf)")
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))
@@ -126,7 +126,7 @@ pub fn tests() -> Vec<Test> {
             assert_output_contains(&m, "docker run --rm ghcr.io/flatcar/busybox mount", "zfs").await?;
             Ok(())
         })
-        .description("docker runs on the zfs storage driver on a pool from the zfs sysext")
+        .description("docker runs on the zfs storage driver on a pool from the zfs sysext (Flatcar: its zfs sysext, enabled-sysext.conf)")
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))
@@ -146,7 +146,7 @@ pub fn tests() -> Vec<Test> {
             assert_output_contains(&client, "cat /mnt/nfs/hello", "world").await?;
             Ok(())
         })
-        .description("a zfs dataset shared with sharenfs=on is mounted over NFSv4 by a second machine")
+        .description("a zfs dataset shared with sharenfs=on is mounted over NFSv4 by a second machine (Flatcar: its zfs sysext, enabled-sysext.conf)")
         .cluster_size(0)
         .platforms(&q_az())
         .min_version(Version::new(3902, 0, 0))

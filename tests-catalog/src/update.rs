@@ -33,12 +33,12 @@ pub fn tests() -> Vec<Test> {
     ];
     vec![
         Test::new("cl.update.reboot", reboot_into_usr_b)
-            .description("a copy of USR-A in USR-B, prioritized with cgpt, boots after a reboot")
+            .description("a copy of USR-A in USR-B, prioritized with cgpt, boots after a reboot (Flatcar: cgpt, rootdev, its A/B boot)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .requires(&["flatcar", "flatcar-partitions"])
             .config(disable_update_engine()),
         Test::new("cl.update.badverity", bad_verity)
-            .description("a USR-B kernel with a wrong verity hash fails to boot and the machine falls back to USR-A")
+            .description("a USR-B kernel with a wrong verity hash fails to boot and the machine falls back to USR-A (Flatcar: cgpt, the verity hash in its kernel)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .requires(&["flatcar", "flatcar-partitions", "verity"])
             .flags(TestFlags {
@@ -49,7 +49,7 @@ pub fn tests() -> Vec<Test> {
             .timeout(Duration::from_secs(30 * 60))
             .config(disable_update_engine()),
         Test::new("coreos.update.badusr", bad_usr)
-            .description("an empty but verity-valid USR-B fails to boot and the machine falls back to USR-A")
+            .description("an empty but verity-valid USR-B fails to boot and the machine falls back to USR-A (Flatcar: cgpt, the verity hash in its kernel)")
             .platforms(&["qemu", "qemu-unpriv", "azure"])
             .requires(&["flatcar", "flatcar-partitions", "verity"])
             .flags(TestFlags {
@@ -63,21 +63,21 @@ pub fn tests() -> Vec<Test> {
             perform_update(&c, &omaha, &m).await?;
             no_avc_messages(&c, &m).await
         })
-        .description("update_engine applies a payload from the harness's Omaha server to USR-B, then back to USR-A")
+        .description("update_engine applies a payload from the harness's Omaha server to USR-B, then back to USR-A (Flatcar: update_engine, cgpt)")
         .cluster_size(0)
         .platforms(&q())
         .requires(&payload_needs)
         .flags(no_avc)
         .timeout(Duration::from_secs(40 * 60)),
         Test::new("cl.update.payload-boot-part-too-small", boot_part_too_small)
-            .description("with /boot full, the update fails cleanly (kernel copy error) and the machine stays on USR-A")
+            .description("with /boot full, the update fails cleanly (kernel copy error) and the machine stays on USR-A (Flatcar: update_engine)")
             .cluster_size(0)
             .platforms(&q())
             .requires(&payload_needs)
             .flags(no_avc)
             .timeout(Duration::from_secs(30 * 60)),
         Test::new("cl.update.docker-btrfs-compat", docker_btrfs_compat)
-            .description("docker's btrfs storage, its images and containers survive an update")
+            .description("docker's btrfs storage, its images and containers survive an update (Flatcar: update_engine)")
             .cluster_size(0)
             .platforms(&q())
             .end_version(Version::new(3760, 0, 0))
@@ -86,7 +86,7 @@ pub fn tests() -> Vec<Test> {
             .flags(no_avc)
             .timeout(Duration::from_secs(40 * 60)),
         Test::new("cl.update.oem", oem_update)
-            .description("an update migrates the Azure OEM to its sysext and removes the OEM cleanup paths")
+            .description("an update migrates the Azure OEM to its sysext and removes the OEM cleanup paths (Flatcar: update_engine, its OEM sysexts)")
             .platforms(&q())
             .requires(&["flatcar", "flatcar-partitions", "update-engine", "update-payload", "oem-partition", "sysext"])
             .tags(&["needs-internet"])
@@ -94,27 +94,27 @@ pub fn tests() -> Vec<Test> {
             .timeout(Duration::from_secs(40 * 60))
             .config(raw_config(OEM_UPDATE_CONFIG)),
         Test::new("cl.sysext.boot.old", |c| async move { sysext_boot(&c, "/usr/share/oem").await })
-            .description("at boot the sysext symlinks are switched to the running version's images (OEM in /usr/share/oem)")
+            .description("at boot the sysext symlinks are switched to the running version's images (Flatcar: its sysext symlink service, OEM in /usr/share/oem)")
             .cluster_size(0)
             .platforms(&q())
             .min_version(Version::new(3481, 0, 0))
             .end_version(Version::new(3603, 0, 0))
             .requires(&["flatcar", "sysext", "oem-partition"]),
         Test::new("cl.sysext.boot", |c| async move { sysext_boot(&c, "/oem").await })
-            .description("at boot the sysext symlinks are switched to the running version's images (OEM in /oem)")
+            .description("at boot the sysext symlinks are switched to the running version's images (Flatcar: its sysext symlink service, OEM in /oem)")
             .cluster_size(0)
             .platforms(&q())
             .min_version(Version::new(3603, 0, 0))
             .requires(&["flatcar", "sysext", "oem-partition"]),
         Test::new("cl.sysext.fallbackdownload", fallback_download)
-            .description("a missing OEM sysext image is downloaded from the bincache at boot (dev builds)")
+            .description("a missing OEM sysext image is downloaded from the bincache at boot (Flatcar: its OEM sysext download, dev builds)")
             .cluster_size(0)
             .platforms(&q())
             .min_version(Version::new(3620, 0, 0))
             .tags(&["needs-internet"])
             .requires(&["flatcar", "sysext", "update-engine"]),
         Test::new("cl.omaha.ping", omaha_ping)
-            .description("update_engine pings the Omaha server the config names")
+            .description("update_engine pings the Omaha server the config names (Flatcar: update_engine)")
             .cluster_size(0)
             // kola's Omaha server lived in its privileged QEMU network namespace.
             .platforms(&["qemu", "!qemu-unpriv"])

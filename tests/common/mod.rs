@@ -21,6 +21,36 @@ pub fn test_image() -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The Flatcar-shaped disk (`flatcar_disk` of the amd64 manifest, beside it:
+/// docs/flatcar-disk.md).
+pub fn flatcar_disk() -> PathBuf {
+    let manifest = test_image();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let name = v["flatcar_disk"]
+        .as_str()
+        .expect("the manifest names flatcar_disk (ci/build-test-image writes it)");
+    manifest.parent().unwrap().join(name)
+}
+
+/// Every one of `tests` passed in `report`; the failures otherwise, one line each.
+pub fn not_passed(report: &bogie_reports::RunReport, tests: &[&str]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for t in tests {
+        match report.tests.iter().find(|r| r.name == *t) {
+            Some(r) if r.status == bogie_reports::Status::Pass => {}
+            Some(r) => bad.push(format!(
+                "{t}: {:?} {:?} {:?}",
+                r.status,
+                r.skip_reason,
+                r.attempts.last().and_then(|a| a.failure.as_ref())
+            )),
+            None => bad.push(format!("{t}: not in the report")),
+        }
+    }
+    bad
+}
+
 /// The bogie binary cargo built for these tests.
 pub fn bogie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bogie"))

@@ -182,7 +182,13 @@ impl AwsCluster {
     /// Launches an instance and waits until it runs; returns it with its concrete type.
     pub async fn launch(&self, spec: MachineSpec) -> Result<Arc<AwsMachine>, PlatformError> {
         let inner = &self.inner;
-        let key = ensure_key_pair(inner, &spec).await?;
+        // kola's NoSSHKeyInMetadata: the instance gets no key pair, so only what its
+        // Ignition config installs lets the harness in.
+        let key = if spec.no_ssh_key_in_metadata {
+            None
+        } else {
+            ensure_key_pair(inner, &spec).await?
+        };
         let sg = ensure_security_group(inner).await?;
         let name = sanitize_name(
             &format!(

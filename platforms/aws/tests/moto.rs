@@ -23,6 +23,7 @@ fn image() -> ImageInfo {
         arch: None,
         version: None,
         provides: Default::default(),
+        provides_from: Default::default(),
     }
 }
 
@@ -42,6 +43,7 @@ fn spec(dir: &std::path::Path, id: &str, ignition: &str) -> MachineSpec {
         first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive: false,
+        no_ssh_key_in_metadata: false,
     }
 }
 
@@ -278,7 +280,25 @@ async fn bad_input_is_reported_before_anything_boots() {
         inst[0].key_name().is_none(),
         "no SSH key in the config: no key pair"
     );
+    // kola's NoSSHKeyInMetadata: a config with a key, but no key pair on the instance.
+    let keyed = bogie_harness::Config::new()
+        .ssh_key("core", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHb0gie bogie")
+        .render();
+    let m2 = cl
+        .launch(MachineSpec {
+            no_ssh_key_in_metadata: true,
+            ..spec(dir.path(), "m2", &keyed)
+        })
+        .await
+        .unwrap();
+    let inst = instances_of(&c, TAG_RUN, &p.run_tags().run).await;
+    assert_eq!(inst.len(), 2);
+    assert!(
+        inst.iter().all(|i| i.key_name().is_none()),
+        "no_ssh_key_in_metadata: no key pair"
+    );
     use bogie_harness::{Cluster, Machine};
+    m2.destroy().await.unwrap();
     m.destroy().await.unwrap();
     cl.destroy().await.unwrap();
     p.shutdown().await.unwrap();
@@ -330,6 +350,7 @@ async fn unreachable_instances_are_a_classified_harness_failure() {
         memory_mb: None,
         cancel: tokio_util::sync::CancellationToken::new(),
         extra_keys: vec![],
+        ignition_version: bogie_harness::setup::IgnitionVersion::V3,
     };
     let test = bogie_harness::Test::new("aws.unreachable", |_c| async { Ok(()) });
     let outcome = run_attempt(&ctx, &test, 1, Box::new(|_| {})).await;

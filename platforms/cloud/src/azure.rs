@@ -308,7 +308,15 @@ impl Azure {
     pub fn vm_body(&self, tags: &RunTags, name: &str, nic: &str, spec: &MachineSpec) -> Value {
         let b64 = base64::engine::general_purpose::STANDARD.encode(spec.ignition.as_bytes());
         let (image, plan) = self.image_reference();
-        let keys: Vec<Value> = ssh_keys(&spec.ignition)
+        // kola's NoSSHKeyInMetadata: Azure insists on a key in osProfile, so it gets a
+        // throwaway one nobody holds; only what Ignition installs lets the harness in.
+        let metadata_keys = if spec.no_ssh_key_in_metadata {
+            let fake = bogie_harness::ssh::SshKey::generate();
+            vec![("core".to_string(), fake.public_openssh().to_string())]
+        } else {
+            ssh_keys(&spec.ignition)
+        };
+        let keys: Vec<Value> = metadata_keys
             .into_iter()
             .filter(|(u, _)| u == "core")
             .map(|(_, k)| json!({"path": "/home/core/.ssh/authorized_keys", "keyData": k}))

@@ -30,6 +30,7 @@ fn image() -> ImageInfo {
         arch: None,
         version: None,
         provides: Default::default(),
+        provides_from: Default::default(),
     }
 }
 
@@ -56,6 +57,7 @@ fn spec(dir: &std::path::Path, id: &str) -> MachineSpec {
         first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive: false,
+        no_ssh_key_in_metadata: false,
     }
 }
 
@@ -160,6 +162,28 @@ async fn azure_create_console_destroy_gc() {
             .unwrap()
             .starts_with("ssh-ed25519 ")
     );
+    // kola's NoSSHKeyInMetadata: the VM gets a throwaway key Azure insists on, not the
+    // run's (only what Ignition installs lets the harness in).
+    let key_of = |vm: &Value| {
+        vm["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let m2 = cl
+        .machine(MachineSpec {
+            no_ssh_key_in_metadata: true,
+            ..spec(out.path(), "m2-0002")
+        })
+        .await
+        .unwrap();
+    let vm2 = stub.calls("VirtualMachines_CreateOrUpdate")[1]
+        .body
+        .clone()
+        .unwrap();
+    assert!(key_of(&vm2).starts_with("ssh-ed25519 "), "{vm2}");
+    assert_ne!(key_of(&vm2), key_of(&vm));
+    assert!(!ignition().contains(&key_of(&vm2)));
 
     let console = m.console_output().await.unwrap();
     assert!(console.contains("fake Azure serial console"), "{console}");
@@ -173,6 +197,7 @@ async fn azure_create_console_destroy_gc() {
     cl.destroy().await.unwrap();
     assert!(fake.ids().is_empty(), "left behind: {:?}", fake.ids());
     assert!(!m.is_running().await);
+    assert!(!m2.is_running().await);
 
     // gc: an old group of the basename goes; a young one, another basename's and an
     // untagged one stay.

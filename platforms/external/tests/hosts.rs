@@ -21,6 +21,7 @@ fn image() -> ImageInfo {
         arch: None,
         version: None,
         provides: Default::default(),
+        provides_from: Default::default(),
     }
 }
 
@@ -58,6 +59,7 @@ fn ctx(p: Arc<dyn Platform>, out: &std::path::Path) -> AttemptContext {
         memory_mb: None,
         cancel: tokio_util::sync::CancellationToken::new(),
         extra_keys: vec![],
+        ignition_version: bogie_harness::setup::IgnitionVersion::V3,
     }
 }
 

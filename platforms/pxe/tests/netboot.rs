@@ -96,6 +96,7 @@ async fn ipxe_fetches_the_script_kernel_and_initrd_from_bogie() {
             first_boot_kernel_args: Vec::new(),
             tpm: false,
             may_outlive: false,
+            no_ssh_key_in_metadata: false,
         })
         .await
         .unwrap();

@@ -37,7 +37,26 @@ pub(crate) enum Firmware {
     /// `-bios FILE`.
     Bios(PathBuf),
     /// UEFI in two pflash devices: the shared read-only code and this machine's own vars copy.
-    Pflash { code: PathBuf, vars: PathBuf },
+    /// With `secure_boot` (amd64) the machine has SMM and its pflash is accessible to SMM
+    /// only, so an SMM build of OVMF keeps the guest from writing its Secure Boot variables.
+    Pflash {
+        code: PathBuf,
+        vars: PathBuf,
+        secure_boot: bool,
+    },
+}
+
+impl Boot {
+    /// Whether the firmware enforces Secure Boot.
+    pub(crate) fn secure_boot(&self) -> bool {
+        matches!(
+            self,
+            Boot::Firmware(Firmware::Pflash {
+                secure_boot: true,
+                ..
+            })
+        )
+    }
 }
 
 /// How the machine boots.
@@ -236,7 +255,21 @@ impl MachinePlan {
 
         push(&["-name", &format!("guest={}", qemu_escape(&self.name))]);
         let (machine, cpu) = machine_and_cpu(self.arch, self.accel);
-        push(&["-machine", machine, "-accel", self.accel.as_str()]);
+        let secure_boot = self.boot.secure_boot();
+        if secure_boot && self.arch != Arch::Amd64 {
+            return Err(PlatformError::Input(format!(
+                "Secure Boot is supported on amd64 only, not {}",
+                self.arch
+            )));
+        }
+        // Secure Boot: the SMM build of OVMF keeps its variables in flash that only SMM
+        // code may write (q35 with SMM).
+        let machine = if secure_boot {
+            format!("{machine},smm=on")
+        } else {
+            machine.to_string()
+        };
+        push(&["-machine", &machine, "-accel", self.accel.as_str()]);
         push(&["-cpu", cpu]);
         push(&[
             "-smp",
@@ -263,7 +296,11 @@ impl MachinePlan {
                 match fw {
                     Firmware::Default => {}
                     Firmware::Bios(f) => push(&["-bios", path_str(f)?]),
-                    Firmware::Pflash { code, vars } => {
+                    Firmware::Pflash {
+                        code,
+                        vars,
+                        secure_boot,
+                    } => {
                         push(&[
                             "-drive",
                             &format!(
@@ -280,6 +317,16 @@ impl MachinePlan {
                                 opt_path(vars)?
                             ),
                         ]);
+                        if *secure_boot {
+                            // Only SMM code may write the flash; S3 off, as kola runs
+                            // Secure Boot machines.
+                            push(&[
+                                "-global",
+                                "driver=cfi.pflash01,property=secure,value=on",
+                                "-global",
+                                "ICH9-LPC.disable_s3=1",
+                            ]);
+                        }
                     }
                 }
                 true
@@ -554,6 +601,7 @@ mod tests {
             Boot::Firmware(Firmware::Pflash {
                 code: "/usr/share/AAVMF/AAVMF_CODE.fd".into(),
                 vars: "/out/t/m0/efivars.fd".into(),
+                secure_boot: false,
             }),
         );
         let s = joined(&p);
@@ -569,11 +617,84 @@ mod tests {
             Boot::Firmware(Firmware::Pflash {
                 code: "/fw/flatcar_efi_code.qcow2".into(),
                 vars: "/out/t/m0/efivars.qcow2".into(),
+                secure_boot: false,
             }),
         );
         let s = joined(&q);
         assert!(s.contains("if=pflash,unit=0,format=qcow2,readonly=on"));
         assert!(s.contains("if=pflash,unit=1,format=qcow2,file=/out/t/m0/efivars.qcow2"));
+        assert!(!s.contains("smm") && !s.contains("-global"));
+    }
+
+    fn secure(code: &str, vars: &str) -> Boot {
+        Boot::Firmware(Firmware::Pflash {
+            code: code.into(),
+            vars: vars.into(),
+            secure_boot: true,
+        })
+    }
+
+    #[test]
+    fn amd64_secure_boot_has_smm_a_secure_pflash_and_no_s3() {
+        let p = plan(
+            Arch::Amd64,
+            secure(
+                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                "/out/t/m0/efivars.fd",
+            ),
+        );
+        let args = p.args().unwrap();
+        let expected_head = [
+            "-name",
+            "guest=t-m0",
+            "-machine",
+            "q35,smm=on",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-drive",
+            "if=pflash,unit=0,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+            "-drive",
+            "if=pflash,unit=1,format=raw,file=/out/t/m0/efivars.fd",
+            "-global",
+            "driver=cfi.pflash01,property=secure,value=on",
+            "-global",
+            "ICH9-LPC.disable_s3=1",
+            "-drive",
+            "if=none,id=disk0,format=qcow2,cache=unsafe,discard=unmap,file=/out/t/m0/disk.qcow2",
+            "-device",
+            "virtio-blk-pci,drive=disk0,serial=primary-disk,bootindex=1",
+        ];
+        assert_eq!(args[..expected_head.len()], expected_head);
+        assert_eq!(args.iter().filter(|a| *a == "-global").count(), 2);
+        assert!(!args.iter().any(|a| a == "-kernel" || a == "-bios"));
+
+        // Flatcar's secure code and vars are qcow2 files; under KVM the CPU is the host's.
+        let mut q = plan(
+            Arch::Amd64,
+            secure(
+                "/w/flatcar_production_qemu_uefi_secure_efi_code.qcow2",
+                "/out/t/m0/efivars.qcow2",
+            ),
+        );
+        q.accel = ResolvedAccel::Kvm;
+        let s = joined(&q);
+        assert!(s.contains("-machine q35,smm=on -accel kvm -cpu host"));
+        assert!(s.contains("if=pflash,unit=0,format=qcow2,readonly=on,file=/w/flatcar_production_qemu_uefi_secure_efi_code.qcow2"));
+        assert!(s.contains("if=pflash,unit=1,format=qcow2,file=/out/t/m0/efivars.qcow2"));
+        assert!(s.contains("-global driver=cfi.pflash01,property=secure,value=on"));
+
+        // Not on arm64's `virt` (no SMM there): refused rather than half set up.
+        let a = plan(Arch::Arm64, secure("/c.fd", "/v.fd"));
+        assert!(a.args().is_err());
     }
 
     #[test]

@@ -38,6 +38,12 @@ use detect::{find_program, is_executable, qemu_system_binary, qemu_system_packag
 pub const DEFAULT_AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
 /// Debian's UEFI variable store template matching [`DEFAULT_AAVMF_CODE`].
 pub const DEFAULT_AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+/// Debian's (`ovmf`) Secure Boot capable UEFI code for amd64 `q35` machines: built with
+/// SMM, so the guest cannot write the variable store past the firmware.
+pub const DEFAULT_OVMF_SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+/// Debian's UEFI variable store with Microsoft's KEK and db enrolled and Secure Boot on,
+/// matching [`DEFAULT_OVMF_SECBOOT_CODE`]: shim signed by Microsoft boots, nothing unsigned.
+pub const DEFAULT_OVMF_SECBOOT_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// fw_cfg names every Ignition config is passed under: Flatcar's and upstream Ignition's.
 pub const FW_CFG_NAMES: [&str; 2] = ["opt/org.flatcar-linux/config", "opt/com.coreos/config"];
 
@@ -106,6 +112,10 @@ pub struct QemuOptions {
     /// `--qemu-grow-base-disk-by`: bytes added to every machine's primary disk (its qcow2
     /// overlay is made this much bigger than the image's disk); 0 keeps the image's size.
     pub grow_base_disk_by: u64,
+    /// `--enable-secureboot`: UEFI with Secure Boot enforced (amd64, firmware boot only):
+    /// `q35,smm=on`, the pflash secure, the code and vars of `firmware`/`ovmf_vars` or
+    /// [`DEFAULT_OVMF_SECBOOT_CODE`]/[`DEFAULT_OVMF_SECBOOT_VARS`].
+    pub secure_boot: bool,
 }
 
 impl QemuOptions {
@@ -124,6 +134,7 @@ impl QemuOptions {
             qemu_options: Vec::new(),
             skip_mangle: false,
             grow_base_disk_by: 0,
+            secure_boot: false,
         }
     }
 }
@@ -167,8 +178,13 @@ pub(crate) enum FirmwareTemplate {
     Default,
     /// `-bios FILE`.
     Bios(PathBuf),
-    /// UEFI pflash: shared code, vars copied into each machine's dir.
-    Uefi { code: PathBuf, vars: PathBuf },
+    /// UEFI pflash: shared code, vars copied into each machine's dir; with `secure_boot`,
+    /// the machine is set up for the firmware to enforce Secure Boot (SMM, secure pflash).
+    Uefi {
+        code: PathBuf,
+        vars: PathBuf,
+        secure_boot: bool,
+    },
 }
 
 /// How the image boots.
@@ -225,6 +241,9 @@ impl QemuPlatform {
         kvm_probe: impl FnOnce(&Path, Arch) -> Result<(), String>,
     ) -> Result<Self, PlatformError> {
         let arch = opts.arch;
+        if opts.secure_boot && arch == Arch::Arm64 {
+            return Err(secure_boot_arm64());
+        }
         let binary = match &opts.qemu_binary {
             Some(b) if is_executable(b) => b.clone(),
             Some(b) => {
@@ -283,6 +302,11 @@ impl QemuPlatform {
                     }
                 }
                 let boot = match m.boot.as_str() {
+                    "direct-kernel" if opts.secure_boot => {
+                        return Err(input(format!(
+                            "--enable-secureboot: image {shown} boots its kernel directly, without firmware: pass a disk that boots through UEFI (e.g. the manifest's flatcar-disk.qcow2) as --qemu-image"
+                        )))
+                    }
                     "direct-kernel" => {
                         let kernel = m.kernel.clone().ok_or_else(|| {
                             input(format!("image {shown} boots direct-kernel but names no kernel"))
@@ -401,17 +425,67 @@ impl QemuPlatform {
     }
 }
 
-fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformError> {
-    let exists = |p: &Path, hint: &str| {
-        if p.is_file() {
-            Ok(())
-        } else {
-            Err(input(format!(
-                "firmware file not found: {}{hint}",
-                p.display()
+fn firmware_exists(p: &Path, hint: &str) -> Result<(), PlatformError> {
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(input(format!(
+            "firmware file not found: {}{hint}",
+            p.display()
+        )))
+    }
+}
+
+/// `--enable-secureboot` on arm64, refused.
+fn secure_boot_arm64() -> PlatformError {
+    input("--enable-secureboot is supported on amd64 only (arm64 with AAVMF's Secure Boot variables is not verified by bogie yet)")
+}
+
+/// The firmware of `--enable-secureboot` (amd64 UEFI only): the given code and vars (as
+/// Flatcar CI's `qemu_uefi_secure.sh` passes them), else Debian's Secure Boot OVMF with
+/// Microsoft's keys. SeaBIOS (`--qemu-firmware` alone) has no Secure Boot.
+fn secure_firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformError> {
+    let (code, vars) = match (opts.arch, &opts.firmware, &opts.ovmf_vars) {
+        (Arch::Arm64, _, _) => return Err(secure_boot_arm64()),
+        (Arch::Amd64, None, None) => {
+            let hint = " (install the Debian package ovmf or pass --qemu-firmware and --qemu-ovmf-vars)";
+            let (code, vars) = (
+                PathBuf::from(DEFAULT_OVMF_SECBOOT_CODE),
+                PathBuf::from(DEFAULT_OVMF_SECBOOT_VARS),
+            );
+            firmware_exists(&code, hint)?;
+            firmware_exists(&vars, hint)?;
+            (code, vars)
+        }
+        (Arch::Amd64, Some(fw), None) => {
+            return Err(input(format!(
+                "--enable-secureboot needs UEFI: --qemu-firmware {} without --qemu-ovmf-vars is BIOS firmware, which has no Secure Boot (pass both, or neither for Debian's OVMF with Secure Boot)",
+                fw.display()
             )))
         }
+        (Arch::Amd64, None, Some(_)) => {
+            return Err(input(
+                "--qemu-ovmf-vars needs --qemu-firmware (the matching UEFI code file) on amd64",
+            ))
+        }
+        (Arch::Amd64, Some(fw), Some(vars)) => {
+            firmware_exists(fw, "")?;
+            firmware_exists(vars, "")?;
+            (fw.clone(), vars.clone())
+        }
     };
+    Ok(FirmwareTemplate::Uefi {
+        code,
+        vars,
+        secure_boot: true,
+    })
+}
+
+fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformError> {
+    if opts.secure_boot {
+        return secure_firmware_template(opts);
+    }
+    let exists = firmware_exists;
     let t = match (opts.arch, &opts.firmware, &opts.ovmf_vars) {
         (Arch::Arm64, None, None) => {
             let hint = " (install the Debian package qemu-efi-aarch64 or pass --qemu-firmware and --qemu-ovmf-vars)";
@@ -421,7 +495,11 @@ fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformErr
             );
             exists(&code, hint)?;
             exists(&vars, hint)?;
-            FirmwareTemplate::Uefi { code, vars }
+            FirmwareTemplate::Uefi {
+                code,
+                vars,
+                secure_boot: false,
+            }
         }
         (Arch::Arm64, None, Some(vars)) => {
             let code = PathBuf::from(DEFAULT_AAVMF_CODE);
@@ -433,6 +511,7 @@ fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformErr
             FirmwareTemplate::Uefi {
                 code,
                 vars: vars.clone(),
+                secure_boot: false,
             }
         }
         (Arch::Amd64, None, None) => FirmwareTemplate::Default,
@@ -451,6 +530,7 @@ fn firmware_template(opts: &QemuOptions) -> Result<FirmwareTemplate, PlatformErr
             FirmwareTemplate::Uefi {
                 code: fw.clone(),
                 vars: vars.clone(),
+                secure_boot: false,
             }
         }
     };
@@ -529,6 +609,15 @@ impl Platform for QemuPlatform {
         }
         if self.inner.swtpm.is_some() {
             c.insert("tpm".into());
+        }
+        if matches!(
+            self.inner.boot,
+            BootTemplate::Firmware(FirmwareTemplate::Uefi {
+                secure_boot: true,
+                ..
+            })
+        ) {
+            c.insert("secure-boot".into());
         }
         c
     }

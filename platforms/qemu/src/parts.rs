@@ -44,7 +44,11 @@ pub(crate) async fn machine_firmware(
     Ok(match fw {
         FirmwareTemplate::Default => Firmware::Default,
         FirmwareTemplate::Bios(f) => Firmware::Bios(f.clone()),
-        FirmwareTemplate::Uefi { code, vars } => {
+        FirmwareTemplate::Uefi {
+            code,
+            vars,
+            secure_boot,
+        } => {
             let ext = if crate::cmdline::format_by_suffix(vars) == "qcow2" {
                 "qcow2"
             } else {
@@ -61,6 +65,7 @@ pub(crate) async fn machine_firmware(
             Firmware::Pflash {
                 code: code.clone(),
                 vars: copy,
+                secure_boot: *secure_boot,
             }
         }
     })

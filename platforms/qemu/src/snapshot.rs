@@ -161,9 +161,15 @@ pub(crate) fn load(
             })
         }
         BootTemplate::Firmware(fw) => RestoreBoot::Firmware(match (fw, &info.efivars) {
-            (FirmwareTemplate::Uefi { code, .. }, Some(vars)) => FirmwareTemplate::Uefi {
+            (
+                FirmwareTemplate::Uefi {
+                    code, secure_boot, ..
+                },
+                Some(vars),
+            ) => FirmwareTemplate::Uefi {
                 code: code.clone(),
                 vars: dir.join(vars),
+                secure_boot: *secure_boot,
             },
             (FirmwareTemplate::Uefi { .. }, None) => return refuse("no UEFI vars saved".into()),
             (other, _) => other.clone(),

@@ -143,7 +143,8 @@ fn plain_disks_and_kernels_are_recognised_from_their_bytes() {
             p.inner.boot,
             BootTemplate::Firmware(FirmwareTemplate::Uefi {
                 code: DEFAULT_AAVMF_CODE.into(),
-                vars: DEFAULT_AAVMF_VARS.into()
+                vars: DEFAULT_AAVMF_VARS.into(),
+                secure_boot: false,
             })
         ),
         Err(e) => assert!(e.to_string().contains("qemu-efi-aarch64"), "{e}"),
@@ -224,9 +225,11 @@ fn firmware_is_chosen_per_arch_and_checked() {
         p.inner.boot,
         BootTemplate::Firmware(FirmwareTemplate::Uefi {
             code: code.clone(),
-            vars: vars.clone()
+            vars: vars.clone(),
+            secure_boot: false,
         })
     );
+    assert!(!p.capabilities().contains("secure-boot"));
     o.firmware = None;
     let e = err(validate(o.clone(), &bin));
     assert!(e.contains("--qemu-ovmf-vars needs --qemu-firmware"), "{e}");
@@ -241,6 +244,129 @@ fn firmware_is_chosen_per_arch_and_checked() {
     );
 }
 
+#[test]
+fn secure_boot_is_uefi_on_amd64_firmware_boot_only() {
+    let f = Fixture::new();
+    let bin = f.bin_dir();
+    let img = f.manifest(Arch::Amd64, Arch::Amd64, "firmware");
+    let code = f.write(
+        "flatcar_production_qemu_uefi_secure_efi_code.qcow2",
+        b"code",
+    );
+    let vars = f.write(
+        "flatcar_production_qemu_uefi_secure_efi_vars.qcow2",
+        b"vars",
+    );
+    let mut o = QemuOptions::new(img.clone(), Arch::Amd64);
+    o.secure_boot = true;
+    // The given code and vars, as Flatcar CI's qemu_uefi_secure.sh passes them.
+    let mut given = o.clone();
+    given.firmware = Some(code.clone());
+    given.ovmf_vars = Some(vars.clone());
+    let p = validate(given.clone(), &bin).unwrap();
+    assert_eq!(
+        p.inner.boot,
+        BootTemplate::Firmware(FirmwareTemplate::Uefi {
+            code: code.clone(),
+            vars: vars.clone(),
+            secure_boot: true,
+        })
+    );
+    assert!(p.capabilities().contains("secure-boot"));
+    // Neither: Debian's Secure Boot OVMF with Microsoft's keys (or the package named).
+    match validate(o.clone(), &bin) {
+        Ok(p) => assert_eq!(
+            p.inner.boot,
+            BootTemplate::Firmware(FirmwareTemplate::Uefi {
+                code: DEFAULT_OVMF_SECBOOT_CODE.into(),
+                vars: DEFAULT_OVMF_SECBOOT_VARS.into(),
+                secure_boot: true,
+            })
+        ),
+        Err(e) => assert_eq!(
+            e.to_string(),
+            format!("firmware file not found: {DEFAULT_OVMF_SECBOOT_CODE} (install the Debian package ovmf or pass --qemu-firmware and --qemu-ovmf-vars)")
+        ),
+    }
+    // SeaBIOS-style firmware alone has no Secure Boot.
+    let mut bios = o.clone();
+    bios.firmware = Some(f.write("bios-256k.bin", b"bios"));
+    let e = err(validate(bios, &bin));
+    assert!(
+        e.starts_with("--enable-secureboot needs UEFI: --qemu-firmware ")
+            && e.contains("without --qemu-ovmf-vars is BIOS firmware, which has no Secure Boot"),
+        "{e}"
+    );
+    let mut vars_only = o.clone();
+    vars_only.ovmf_vars = Some(vars.clone());
+    let e = err(validate(vars_only, &bin));
+    assert!(e.contains("--qemu-ovmf-vars needs --qemu-firmware"), "{e}");
+    let mut missing = given.clone();
+    missing.ovmf_vars = Some(f.path("missing_vars.qcow2"));
+    let e = err(validate(missing, &bin));
+    assert_eq!(
+        e,
+        format!(
+            "firmware file not found: {}",
+            f.path("missing_vars.qcow2").display()
+        )
+    );
+    // A kernel booted directly has no firmware to enforce anything.
+    let direct = f.manifest(Arch::Amd64, Arch::Amd64, "direct-kernel");
+    let mut d = QemuOptions::new(direct, Arch::Amd64);
+    d.secure_boot = true;
+    let e = err(validate(d, &bin));
+    assert!(
+        e.starts_with("--enable-secureboot: image ")
+            && e.contains("boots its kernel directly, without firmware"),
+        "{e}"
+    );
+    // arm64: refused, whatever the image or firmware.
+    let arm = f.manifest(Arch::Arm64, Arch::Arm64, "firmware");
+    let mut a = QemuOptions::new(arm, Arch::Arm64);
+    a.secure_boot = true;
+    a.firmware = Some(code);
+    a.ovmf_vars = Some(vars);
+    let e = err(validate(a, &bin));
+    assert!(
+        e.starts_with("--enable-secureboot is supported on amd64 only"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn secure_boot_machines_get_their_own_vars_copy_and_keep_secure_boot() {
+    let f = Fixture::new();
+    let vars = f.write("OVMF_VARS_4M.ms.fd", b"microsoft keys");
+    let m0 = f.path("m0");
+    std::fs::create_dir_all(&m0).unwrap();
+    let mut files = Vec::new();
+    let fw = crate::parts::machine_firmware(
+        &FirmwareTemplate::Uefi {
+            code: DEFAULT_OVMF_SECBOOT_CODE.into(),
+            vars,
+            secure_boot: true,
+        },
+        &m0,
+        &mut files,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fw,
+        Firmware::Pflash {
+            code: DEFAULT_OVMF_SECBOOT_CODE.into(),
+            vars: m0.join("efivars.fd"),
+            secure_boot: true,
+        }
+    );
+    assert_eq!(
+        std::fs::read(m0.join("efivars.fd")).unwrap(),
+        b"microsoft keys"
+    );
+    assert_eq!(files, vec![m0.join("efivars.fd")]);
+}
+
 #[tokio::test]
 async fn arm64_uefi_machines_get_their_own_vars_copy() {
     let f = Fixture::new();
@@ -252,6 +378,7 @@ async fn arm64_uefi_machines_get_their_own_vars_copy() {
         &FirmwareTemplate::Uefi {
             code: DEFAULT_AAVMF_CODE.into(),
             vars: vars.clone(),
+            secure_boot: false,
         },
         &m0,
         &mut files,
@@ -262,7 +389,8 @@ async fn arm64_uefi_machines_get_their_own_vars_copy() {
         fw,
         Firmware::Pflash {
             code: DEFAULT_AAVMF_CODE.into(),
-            vars: m0.join("efivars.fd")
+            vars: m0.join("efivars.fd"),
+            secure_boot: false,
         }
     );
     assert_eq!(
@@ -400,6 +528,7 @@ async fn an_early_qemu_exit_is_reported_with_its_stderr() {
         first_boot_kernel_args: vec!["ip=dhcp".into()],
         tpm: false,
         may_outlive: false,
+        no_ssh_key_in_metadata: false,
         ..MachineSpec::default()
     };
     let e = match cluster.new_machine(spec.clone()).await {

@@ -83,6 +83,7 @@ fn machine_spec(dir: &Path, id: &str, ignition: &str, may_outlive: bool) -> Mach
         first_boot_kernel_args: Vec::new(),
         tpm: false,
         may_outlive,
+        no_ssh_key_in_metadata: false,
     }
 }
 
