@@ -18,7 +18,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{flatcar_disk, not_passed, qemu_processes_mentioning, serial};
+use common::{files_named, flatcar_disk, not_passed, qemu_processes_mentioning, serial};
 
 /// The Flatcar CI job's kola invocation, as its script writes it (flags, quoting and
 /// optional-flag expansions), `kola` being bogie. Positional arguments are the tests.
@@ -139,19 +139,10 @@ fn check(out: &Path, tests: &[&str], status: std::process::ExitStatus, variant: 
 
 /// Every `console.txt` under `dir`.
 fn consoles(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "console.txt") {
-                out.push(String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned());
-            }
-        }
-    }
-    out
+    files_named(dir, "console.txt")
+        .iter()
+        .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap()).into_owned())
+        .collect()
 }
 
 #[test]

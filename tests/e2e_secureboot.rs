@@ -11,12 +11,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::bail;
 use bogie_harness::{Registry, Test};
 use bogie_reports::Status;
-use common::{dispatch, flatcar_disk, qemu_processes_mentioning, results, serial};
+use common::{dispatch, files_named, flatcar_disk, qemu_processes_mentioning, results, serial};
 
 /// The EFI global variable `SecureBoot`: 4 bytes of attributes, then 1 when enforced.
 const SECURE_BOOT_VAR: &str =
@@ -52,23 +52,6 @@ fn fixtures() -> Registry {
     )
     .unwrap();
     r
-}
-
-/// Files under `dir` whose name starts with `prefix`.
-fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else if e.file_name().to_string_lossy().starts_with(prefix) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -51,6 +51,23 @@ pub fn not_passed(report: &bogie_reports::RunReport, tests: &[&str]) -> Vec<Stri
     bad
 }
 
+/// Files under `dir` whose name starts with `prefix`.
+pub fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// The bogie binary cargo built for these tests.
 pub fn bogie() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bogie"))
