@@ -140,8 +140,9 @@ pub struct QemuArgs {
     /// UEFI variables template, copied per machine.
     #[arg(long, global = true)]
     pub qemu_ovmf_vars: Option<PathBuf>,
-    /// kola's "don't modify the image": bogie never modifies it, so there is nothing to
-    /// skip; accepted and changes nothing.
+    /// kola's "don't modify the image": boot a raw disk as it is. Without it a raw disk
+    /// with an ext2/3/4 or FAT OEM partition boots from a private copy whose OEM grub.cfg
+    /// sets the serial console, as kola does (a qcow2 always boots as it is).
     #[arg(long, global = true)]
     pub qemu_skip_mangle: bool,
     /// Grow each machine's primary disk by this much (kola's flag: bytes, or `5G`, `512M`;
@@ -268,7 +269,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "STRATEGY:K/N")]
     pub sharding: Option<String>,
     /// A previous run (output dir or report file): its durations order tests longest first
-    /// and balance `--sharding balanced:K/N`.
+    /// and balance `--sharding balanced:K/N`. Without it the last run here
+    /// (`_kola_temp/<platform>-latest`) orders them; `none` keeps the declared order.
     #[arg(long, value_name = "RUN")]
     pub durations: Option<PathBuf>,
     /// A previous run (output dir or report file) to compare with: the differences (new

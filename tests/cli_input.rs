@@ -332,7 +332,7 @@ fn kola_flags_bogie_does_not_honour_are_refused() {
             &["error: --qemu-grow-base-disk-by \"lots\" is not a size"],
         );
     }
-    // --qemu-skip-mangle skips what bogie never does: accepted, the run goes on.
+    // --qemu-skip-mangle is a flag bogie honours (it boots a raw disk unmangled): accepted.
     refused(
         &[
             "run",

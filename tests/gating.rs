@@ -1,11 +1,10 @@
-//! Release gating: Flatcar's qemu.sh command line, flaky reruns, harness-failure reruns,
-//! the denylist, tags and filters, version gating, sharding with `bogie report merge`,
-//! `-j auto`, exit codes.
+//! Release gating: flaky reruns, harness-failure reruns, the denylist, tags and filters,
+//! version gating, sharding with `bogie report merge`, `-j auto`, exit codes. (Flatcar's
+//! qemu.sh command line itself runs in tests/e2e_flatcar.rs, on the Flatcar-shaped disk.)
 //!
 //! Fixture tests here have `cluster_size(0)` and instant bodies, so they run on the real
-//! QEMU platform (the image must exist) without booting; only the qemu.sh test boots one
-//! machine (cl.basic). Needs `BOGIE_TEST_IMAGE`; the tests that boot nothing and read no
-//! image run without it.
+//! QEMU platform (the image must exist) without booting. Needs `BOGIE_TEST_IMAGE`; the
+//! tests that boot nothing and read no image run without it.
 
 mod common;
 
@@ -22,7 +21,7 @@ use bogie_harness::shard::{apply, Sharding};
 use bogie_harness::{Arch, Registry, Test, Version};
 use bogie_reports::{FailureClass, RunReport, Status};
 use clap::Parser;
-use common::{bogie, qemu_processes_mentioning, serial, test_image};
+use common::{bogie, test_image};
 
 /// An instant fixture that boots nothing.
 fn instant(name: &str) -> Test {
@@ -127,47 +126,6 @@ fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-#[test]
-fn flatcar_qemu_sh_command_line_runs_and_writes_the_tap() {
-    let _g = serial();
-    let image = test_image();
-    let d = tempfile::tempdir().unwrap();
-    let tap = d.path().join("results-run-1.tap");
-    // ci-automation/vendor-testing/qemu.sh with `kola` replaced by `bogie`. The SDK's
-    // /usr/share/qemu/bios-256k.bin is found in Debian's /usr/share/seabios when absent;
-    // the test image boots its kernel directly, so the firmware is then ignored.
-    let (code, stdout, stderr) = output(
-        bogie()
-            .current_dir(d.path())
-            .arg("run")
-            .arg("--board=amd64-usr")
-            .arg("--parallel=2")
-            .arg("--platform=qemu")
-            .arg("--qemu-firmware=/usr/share/qemu/bios-256k.bin")
-            .arg(format!("--qemu-image={}", image.display()))
-            .arg(format!("--tapfile={}", tap.display()))
-            .arg("--image-version")
-            .arg("4799.0.0+nightly-20261120-2100")
-            .arg("cl.basic")
-            .env("CI", "true"),
-    );
-    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let t = read(&tap);
-    // kola's TAP, which Flatcar CI's tapfile_helper_lib.sh ingests: every line but `1..N`
-    // outside a YAML block is a test to it, so no `TAP version 13` line.
-    assert!(t.starts_with("1..1\n"), "{t}");
-    assert!(t.contains("\nok - cl.basic"), "{t}");
-    // kola's default output dir, relative to the working directory.
-    let latest = d.path().join("_kola_temp/qemu-latest");
-    let report = load(&latest);
-    assert_eq!(report.info.version, "4799.0.0");
-    assert_eq!(by(&report, "cl.basic").status, Status::Pass);
-    assert!(
-        qemu_processes_mentioning(d.path()).is_empty(),
-        "QEMU left behind"
-    );
 }
 
 #[test]

@@ -119,6 +119,7 @@ pub fn skip_reason(t: &Test, f: &Filter, exact: bool) -> Option<String> {
     }
     target_mismatch(t, f)
         .or_else(|| (!exact).then(|| version_mismatch(t, f)).flatten())
+        .or_else(|| unmet_privileged_needs(t, f))
         .or_else(|| unmet_needs(t, f))
 }
 
@@ -133,7 +134,7 @@ fn target_mismatch(t: &Test, f: &Filter) -> Option<String> {
     }
     if t.exclude_platforms
         .iter()
-        .any(|p| platform_matches(p, &f.platform))
+        .any(|p| platform_matches(p, &f.platform) && !lifted_for_bogie_qemu(t, p, f))
     {
         return Some(format!("platform {} is excluded by the test", f.platform));
     }
@@ -172,6 +173,54 @@ fn target_mismatch(t: &Test, f: &Filter) -> Option<String> {
         }
     }
     None
+}
+
+/// What kola's privileged `qemu` gave the tests it kept off `qemu-unpriv`, by the capability
+/// name a test lists in [`Test::privileged_qemu`], with what it is. bogie's QEMU platform
+/// provides a name when it offers the same (e.g. `private-network`).
+pub const PRIVILEGED_QEMU_NEEDS: &[(&str, &str)] = &[
+    (
+        "private-network",
+        "a network between the cluster's machines",
+    ),
+    (
+        "host-ntp",
+        "an NTP server the guest's DHCP names, as kola's at 10.0.0.1",
+    ),
+    (
+        "host-omaha",
+        "an Omaha update server the guest reaches at a fixed address",
+    ),
+];
+
+/// A test kola keeps off `qemu-unpriv` runs on bogie's QEMU (`qemu`, unprivileged) when it
+/// names its privileged needs: the `qemu-unpriv` entry of its exclusions is lifted there,
+/// and [`unmet_privileged_needs`] checks the needs instead.
+fn lifted_for_bogie_qemu(t: &Test, excluded: &str, f: &Filter) -> bool {
+    excluded == "qemu-unpriv" && f.platform == "qemu" && t.privileged_qemu_needs.is_some()
+}
+
+/// The first privileged-`qemu` need of a lifted test that the run does not provide.
+fn unmet_privileged_needs(t: &Test, f: &Filter) -> Option<String> {
+    if !t
+        .exclude_platforms
+        .iter()
+        .any(|p| lifted_for_bogie_qemu(t, p, f))
+    {
+        return None;
+    }
+    let need = t
+        .privileged_qemu_needs
+        .iter()
+        .flatten()
+        .find(|n| !f.provides.contains(*n))?;
+    let what = PRIVILEGED_QEMU_NEEDS
+        .iter()
+        .find(|(n, _)| n == need)
+        .map_or("a service of kola's privileged qemu", |(_, w)| *w);
+    Some(format!(
+        "needs {need} ({what}) from kola's privileged qemu, which bogie's qemu does not provide"
+    ))
 }
 
 /// The image version outside the test's range.
@@ -307,6 +356,54 @@ mod tests {
             "requires tpm (not provided by the image or platform)"
         );
         assert_eq!(s[5].1, None);
+    }
+
+    #[test]
+    fn privileged_qemu_needs_lift_the_qemu_unpriv_exclusion_on_bogies_qemu() {
+        let tests = vec![
+            t("kept-off").platforms(&["qemu", "!qemu-unpriv"]),
+            t("nothing-missing")
+                .platforms(&["qemu", "!qemu-unpriv"])
+                .privileged_qemu(&[]),
+            t("met")
+                .platforms(&["!qemu-unpriv"])
+                .privileged_qemu(&["private-network"]),
+            t("unmet")
+                .platforms(&["qemu", "!qemu-unpriv"])
+                .privileged_qemu(&["host-ntp"]),
+            t("excludes-qemu-too")
+                .platforms(&["!qemu", "!qemu-unpriv"])
+                .privileged_qemu(&[]),
+        ];
+        let mut f = filter();
+        f.provides.insert("private-network".into());
+        let s = names(&select(&tests, &f).unwrap());
+        assert_eq!(
+            s[0].1.as_deref(),
+            Some("platform qemu is excluded by the test")
+        );
+        assert_eq!(s[1].1, None);
+        assert_eq!(s[2].1, None);
+        assert_eq!(
+            s[3].1.as_deref(),
+            Some("needs host-ntp (an NTP server the guest's DHCP names, as kola's at 10.0.0.1) from kola's privileged qemu, which bogie's qemu does not provide")
+        );
+        assert_eq!(
+            s[4].1.as_deref(),
+            Some("platform qemu is excluded by the test")
+        );
+        // Elsewhere the exclusion is what it was.
+        f.platform = "azure".into();
+        let s = names(&select(&tests[2..3], &f).unwrap());
+        assert_eq!(s[0].1, None);
+        f.provides.remove("private-network");
+        f.platform = "qemu".into();
+        let s = names(&select(&tests[2..3], &f).unwrap());
+        assert!(s[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("needs private-network"));
     }
 
     #[test]

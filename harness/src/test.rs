@@ -56,6 +56,11 @@ pub struct Test {
     pub platforms: Vec<String>,
     /// Platforms the test never runs on.
     pub exclude_platforms: Vec<String>,
+    /// What the test needed from kola's privileged `qemu` platform, for a test kola keeps
+    /// off `qemu-unpriv`: on bogie's (unprivileged) QEMU that exclusion is lifted and these
+    /// capabilities are required instead ([`crate::select::PRIVILEGED_QEMU_NEEDS`] says
+    /// what each is). None: the exclusion stands.
+    pub privileged_qemu_needs: Option<Vec<String>>,
     /// Architectures the test runs on (empty: all).
     pub architectures: Vec<Arch>,
     /// Architectures the test never runs on.
@@ -136,6 +141,7 @@ impl Test {
             config: None,
             platforms: Vec::new(),
             exclude_platforms: Vec::new(),
+            privileged_qemu_needs: None,
             architectures: Vec::new(),
             exclude_architectures: Vec::new(),
             distros: vec!["cl".to_string()],
@@ -187,6 +193,14 @@ impl Test {
                 None => self.platforms.push(p.to_string()),
             }
         }
+        self
+    }
+    /// Names what the test needed from kola's privileged `qemu` (host services at fixed
+    /// guest addresses, ...) when it excludes `qemu-unpriv`: bogie's QEMU runs it when the
+    /// platform provides every one of them, and skips it naming the first missing otherwise.
+    /// An empty list: nothing bogie's QEMU lacks (kola's reason was its own).
+    pub fn privileged_qemu(mut self, needs: &[&str]) -> Self {
+        self.privileged_qemu_needs = Some(needs.iter().map(|s| s.to_string()).collect());
         self
     }
     /// Architecture allow-list.

@@ -33,8 +33,8 @@ pub struct GatingInputs {
 }
 
 impl GatingInputs {
-    /// Loads and checks the gating flags of `args`.
-    pub fn load(args: &RunArgs) -> anyhow::Result<GatingInputs> {
+    /// Loads and checks the gating flags of `args` for a run on `platform`.
+    pub fn load(args: &RunArgs, platform: &str) -> anyhow::Result<GatingInputs> {
         let mut denylist = Denylist::default();
         for f in &args.denylist {
             denylist.extend(Denylist::load(f).map_err(|e| input_error(e.to_string()))?);
@@ -50,12 +50,14 @@ impl GatingInputs {
                     .map_err(|e| input_error(e.to_string()))
             })
             .transpose()?;
-        let durations = match &args.durations {
-            Some(p) => durations_of(&load(p)?),
-            None => HashMap::new(),
+        let explicit = args.durations.as_ref().filter(|p| p.as_os_str() != "none");
+        let durations = match (explicit, &args.durations) {
+            (Some(p), _) => durations_of(&load(p)?),
+            (None, Some(_)) => HashMap::new(),
+            (None, None) => last_run_durations(Path::new("_kola_temp"), platform),
         };
         if let Some(s) = &sharding {
-            if s.strategy == Strategy::Balanced && args.durations.is_none() {
+            if s.strategy == Strategy::Balanced && explicit.is_none() {
                 return Err(input_error(format!(
                     "--sharding {s} needs --durations PREV_RUN (a previous run's output dir)"
                 )));
@@ -100,6 +102,36 @@ pub fn load(path: &Path) -> anyhow::Result<RunReport> {
             input_error(format!("{}: {msg}", path.display()))
         }
     })
+}
+
+/// The durations of the last run on `platform` in `kola_temp` (kola's
+/// `_kola_temp/<platform>-latest`), which order the tests longest first when `--durations`
+/// is not given; one line on stderr says which run was used, or why none was. Empty when
+/// there is no such run. (Balanced sharding never takes them: two CI jobs may have
+/// different last runs, and their shards must agree.)
+pub fn last_run_durations(kola_temp: &Path, platform: &str) -> HashMap<String, Duration> {
+    let latest = kola_temp.join(format!("{platform}-latest"));
+    if std::fs::symlink_metadata(&latest).is_err() {
+        return HashMap::new();
+    }
+    match load_run(&latest) {
+        Ok(r) => {
+            let d = durations_of(&r);
+            eprintln!(
+                "durations: ordering tests longest first by the last run, {} ({} tests; --durations none keeps the declared order)",
+                latest.display(),
+                d.len()
+            );
+            d
+        }
+        Err(e) => {
+            eprintln!(
+                "durations: the last run {} has no readable results ({e}); tests keep the declared order",
+                latest.display()
+            );
+            HashMap::new()
+        }
+    }
 }
 
 /// Per-test durations of a finished run (the last attempt's: what one more run costs).
@@ -281,6 +313,58 @@ mod tests {
         let debian = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\n";
         assert_eq!(os_release_version(debian), Some(Version::new(12, 0, 0)));
         assert_eq!(os_release_version("ID=x\n"), None);
+    }
+
+    #[test]
+    fn the_last_run_here_gives_the_durations() {
+        use bogie_reports::{Attempt, RunInfo, RunReport, Status, TestResult};
+        let d = tempfile::tempdir().unwrap();
+        let kola_temp = d.path().join("_kola_temp");
+        // No last run: nothing, silently (there is nothing to say).
+        assert!(last_run_durations(&kola_temp, "qemu").is_empty());
+        let run = kola_temp.join("qemu-2026-12-04-0300-1");
+        std::fs::create_dir_all(run.join("reports")).unwrap();
+        std::os::unix::fs::symlink("qemu-2026-12-04-0300-1", kola_temp.join("qemu-latest"))
+            .unwrap();
+        // A last run without results (killed before it wrote any): nothing, with a line.
+        assert!(last_run_durations(&kola_temp, "qemu").is_empty());
+        let started = chrono::Utc::now();
+        let passed = |name: &str, secs: u64| {
+            let mut t = TestResult::skipped(name, "qemu", "amd64", "");
+            t.status = Status::Pass;
+            t.skip_reason = None;
+            t.attempts = vec![Attempt {
+                number: 1,
+                passed: true,
+                started,
+                duration: Duration::from_secs(secs),
+                failure: None,
+                output: String::new(),
+                machines: Vec::new(),
+                subtests: Vec::new(),
+            }];
+            t
+        };
+        let info = RunInfo {
+            id: "r".into(),
+            platform: "qemu".into(),
+            arch: "amd64".into(),
+            version: "4799.0.0".into(),
+            distro: "cl".into(),
+            channel: String::new(),
+            image: "img".into(),
+            shard: None,
+            cmdline: Vec::new(),
+            started,
+        };
+        let report = RunReport::new(info, vec![passed("cl.basic", 57), passed("cl.long", 600)]);
+        bogie_reports::kola_json::write_report_json(&report, run.join("reports/report.json"))
+            .unwrap();
+        let got = last_run_durations(&kola_temp, "qemu");
+        assert_eq!(got.get("cl.long"), Some(&Duration::from_secs(600)));
+        assert_eq!(got.get("cl.basic"), Some(&Duration::from_secs(57)));
+        // Another platform's last run is not this one's.
+        assert!(last_run_durations(&kola_temp, "aws").is_empty());
     }
 
     #[test]

@@ -214,6 +214,7 @@ fn tests_json(tests: &[&bogie_harness::Test]) -> Vec<serde_json::Value> {
                 "description": t.description,
                 "platforms": t.platforms,
                 "exclude_platforms": t.exclude_platforms,
+                "privileged_qemu_needs": t.privileged_qemu_needs,
                 "architectures": t.architectures,
                 "exclude_architectures": t.exclude_architectures,
                 "distros": t.distros,
@@ -291,6 +292,9 @@ fn print_table(tests: &[&bogie_harness::Test]) {
 /// and why bogie cannot run it.
 fn machine_needs(t: &bogie_harness::Test) -> Vec<String> {
     let mut v = Vec::new();
+    if let Some(needs) = t.privileged_qemu_needs.as_ref().filter(|n| !n.is_empty()) {
+        v.push(format!("qemu-needs={}", needs.join(",")));
+    }
     if let Some(m) = t.min_memory_mb {
         v.push(format!("memory>={m}M"));
     }

@@ -9,8 +9,8 @@ use crate::input_error;
 use bogie_harness::setup::IgnitionVersion;
 
 /// Refuses kola flags that bogie parses but does not honour yet: a release script passing
-/// `--update-payload` or `--torcx-manifest` must not believe it tested what they ask for. (`--qemu-skip-mangle` and `--debug-systemd-unit` stay accepted: the first skips
-/// what bogie never does, kola itself ignores the second.) `--ignition-version` takes
+/// `--update-payload` or `--torcx-manifest` must not believe it tested what they ask for. (`--debug-systemd-unit` stays accepted: kola itself
+/// ignores it.) `--ignition-version` takes
 /// kola's values, `v2` and `v3`.
 pub fn refuse_unsupported(g: &Global) -> anyhow::Result<()> {
     let c = &g.compat;

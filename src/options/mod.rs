@@ -199,7 +199,7 @@ impl RunOptions {
         let arch = arch_flag(g)?; // flag errors first, before looking at the image
         input::check_output_dir(g)?;
         input::check_tapfile(g)?;
-        let gating = GatingInputs::load(&args)?;
+        let gating = GatingInputs::load(&args, &platform)?;
         let qemu = if platform == "qemu" {
             gating::check_files(&g.qemu)?
         } else {

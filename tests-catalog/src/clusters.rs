@@ -99,7 +99,10 @@ pub fn tests() -> Vec<Test> {
                 if cgroupv1 { ", /etc/flatcar-cgroupv1" } else { "" }
             ))
             .cluster_size(0)
+            // kola: "network config problems in qemu-unpriv" (no network between machines);
+            // bogie's QEMU has the private network.
             .platforms(&["!qemu-unpriv"])
+            .privileged_qemu(&["private-network"])
             .min_version(Version::new(3374, 0, 0))
             .tags(&["needs-internet"])
             .requires(&["flatcar", "etcd", "containerd", "private-network"])

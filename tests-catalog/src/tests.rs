@@ -126,6 +126,46 @@ fn every_spec_3_config_passes_ignition_validate() {
 }
 
 #[test]
+fn tests_kept_off_qemu_unpriv_name_their_privileged_needs() {
+    let known: Vec<&str> = bogie_harness::select::PRIVILEGED_QEMU_NEEDS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    let mut kept_off = 0;
+    for t in all() {
+        if !t.exclude_platforms.iter().any(|p| p == "qemu-unpriv") {
+            assert!(
+                t.privileged_qemu_needs.is_none(),
+                "{}: privileged needs without excluding qemu-unpriv",
+                t.name
+            );
+            continue;
+        }
+        kept_off += 1;
+        let needs = t.privileged_qemu_needs.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{} excludes qemu-unpriv without naming what it needs from kola's qemu",
+                t.name
+            )
+        });
+        for n in needs {
+            assert!(known.contains(&n.as_str()), "{}: unknown need {n}", t.name);
+        }
+    }
+    // cl.verity, linux.ntp, cl.omaha.ping, two cl.cloudinit.* and the kubeadm family.
+    assert!(kept_off >= 6, "only {kept_off} tests exclude qemu-unpriv");
+}
+
+#[test]
+fn verity_takes_the_root_hash_from_the_command_line() {
+    let h = "a".repeat(64);
+    let line = format!("root=LABEL=ROOT verity.usrhash={h} console=ttyS0");
+    assert_eq!(misc::usrhash(&line), Some(h.as_str()));
+    assert_eq!(misc::usrhash("root=LABEL=ROOT verity.usrhash=xyz"), None);
+    assert_eq!(misc::usrhash("root=LABEL=ROOT"), None);
+}
+
+#[test]
 fn legacy_configs_need_flatcar_or_the_translation() {
     for t in all() {
         if let Some(c) = &t.config {

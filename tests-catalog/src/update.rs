@@ -116,8 +116,10 @@ pub fn tests() -> Vec<Test> {
         Test::new("cl.omaha.ping", omaha_ping)
             .description("update_engine pings the Omaha server the config names (Flatcar: update_engine)")
             .cluster_size(0)
-            // kola's Omaha server lived in its privileged QEMU network namespace.
+            // kola's Omaha server lived in its privileged QEMU network namespace; bogie's
+            // runs on the host, at 10.0.2.2 for QEMU's guests (`host-omaha`).
             .platforms(&["qemu", "!qemu-unpriv"])
+            .privileged_qemu(&["host-omaha"])
             .flags(TestFlags {
                 no_disable_updates: true,
                 ..TestFlags::default()

@@ -24,7 +24,15 @@ pub fn test_image() -> PathBuf {
 /// The Flatcar-shaped disk (`flatcar_disk` of the amd64 manifest, beside it:
 /// docs/flatcar-disk.md).
 pub fn flatcar_disk() -> PathBuf {
-    let manifest = test_image();
+    flatcar_disk_of("BOGIE_TEST_IMAGE")
+}
+
+/// The Flatcar-shaped disk beside the manifest that `var` names.
+pub fn flatcar_disk_of(var: &str) -> PathBuf {
+    let manifest = PathBuf::from(
+        std::env::var_os(var)
+            .unwrap_or_else(|| panic!("{var} is not set: run the tests through ci/test")),
+    );
     let text = std::fs::read_to_string(&manifest).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let name = v["flatcar_disk"]

@@ -23,6 +23,7 @@ pub mod detect;
 pub mod ignition;
 pub mod kvm;
 mod machine;
+pub mod mangle;
 mod parts;
 pub mod qmp;
 mod snapshot;
@@ -107,7 +108,9 @@ pub struct QemuOptions {
     pub accel: Accel,
     /// Extra arguments appended to every QEMU command line (`--qemu-options`).
     pub qemu_options: Vec<String>,
-    /// `--qemu-skip-mangle`: accepted for kola compatibility; bogie never modifies images.
+    /// `--qemu-skip-mangle`: boot a raw plain disk as it is. Without it bogie boots a
+    /// private copy whose OEM `grub.cfg` sets the serial console, as kola does
+    /// ([`mangle`]).
     pub skip_mangle: bool,
     /// `--qemu-grow-base-disk-by`: bytes added to every machine's primary disk (its qcow2
     /// overlay is made this much bigger than the image's disk); 0 keeps the image's size.
@@ -211,6 +214,8 @@ pub(crate) struct PlatformInner {
     pub fw_cfg_names: Vec<String>,
     /// `swtpm` from `PATH`, when installed: machines that ask for a TPM get one.
     pub swtpm: Option<PathBuf>,
+    /// The mangled private copy `disk` names (kept open: it is already unlinked).
+    pub _mangled: Option<mangle::MangledDisk>,
 }
 
 /// The QEMU platform. Create it with [`QemuPlatform::new`], which validates everything
@@ -285,6 +290,7 @@ impl QemuPlatform {
             ))
         };
         let mut fw_cfg_names: Vec<String> = FW_CFG_NAMES.iter().map(|s| s.to_string()).collect();
+        let mut mangled = None;
         let (disk, disk_format, boot) = match &image.manifest {
             Some(m) => {
                 if !m.disk.exists() {
@@ -366,11 +372,27 @@ impl QemuPlatform {
                 }
                 let disk = std::fs::canonicalize(&image.path)
                     .map_err(|e| PlatformError::io(format!("resolving {shown}"), e))?;
-                (
-                    disk,
-                    format.to_string(),
-                    BootTemplate::Firmware(firmware_template(&opts)?),
-                )
+                let boot = BootTemplate::Firmware(firmware_template(&opts)?);
+                if opts.skip_mangle {
+                    tracing::info!("--qemu-skip-mangle: booting {shown} as it is");
+                } else {
+                    match mangle::mangle(&disk, format, &mangle::copy_dir())? {
+                        mangle::Mangle::Mangled(m) => {
+                            tracing::info!(
+                                "booting a private copy of {shown} whose OEM grub.cfg sets the serial console, as kola does (--qemu-skip-mangle boots it as it is)"
+                            );
+                            mangled = Some(m);
+                        }
+                        mangle::Mangle::Skipped { why, warn: true } => {
+                            tracing::warn!("not adding the serial console to {shown}: {why}")
+                        }
+                        mangle::Mangle::Skipped { why, warn: false } => {
+                            tracing::info!("not adding the serial console to {shown}: {why}")
+                        }
+                    }
+                }
+                let disk = mangled.as_ref().map_or(disk, |m| m.path().to_path_buf());
+                (disk, format.to_string(), boot)
             }
         };
         if !matches!(disk_format.as_str(), "qcow2" | "raw") {
@@ -382,9 +404,6 @@ impl QemuPlatform {
             && (opts.firmware.is_some() || opts.ovmf_vars.is_some())
         {
             tracing::warn!("image {shown} boots a kernel directly: --qemu-firmware/--qemu-ovmf-vars are ignored");
-        }
-        if opts.skip_mangle {
-            tracing::debug!("--qemu-skip-mangle: bogie never modifies images; nothing to skip");
         }
 
         let accel = resolve_accel(opts.accel, arch, Arch::host(), || kvm_probe(&binary, arch))?;
@@ -405,6 +424,7 @@ impl QemuPlatform {
                 boot,
                 fw_cfg_names,
                 swtpm: find_program("swtpm", path_var),
+                _mangled: mangled,
             }),
         })
     }
@@ -593,6 +613,9 @@ impl Platform for QemuPlatform {
             "extra-disk",
             "extra-nic",
             "fw-cfg",
+            // The harness's Omaha server (`bogie_harness::serve`) on the host, which QEMU's
+            // user network shows every guest at 10.0.2.2.
+            "host-omaha",
             "multipath",
             "primary-disk-size",
             "private-network",

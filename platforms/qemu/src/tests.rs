@@ -465,6 +465,7 @@ fn capabilities_include_private_network_and_kernel_args_for_direct_boot() {
         "primary-disk-size",
         "fw-cfg",
         "kernel-args",
+        "host-omaha",
     ] {
         assert!(c.contains(k), "{k} missing from {c:?}");
     }
