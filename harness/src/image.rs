@@ -201,6 +201,7 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "toolbox",
     "cloudinit",
     "ignition-fetch",
+    "ignition-disks",
 ];
 
 /// Whether a manifest's `os_id` names Flatcar (an empty one is taken as Flatcar, as for

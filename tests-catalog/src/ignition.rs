@@ -113,7 +113,7 @@ pub fn tests() -> Vec<Test> {
             .description("Ignition creates a LUKS volume on USR-B and a filesystem on it mounted at /var/lib/data")
             .platforms(&q_az())
             .min_version(Version::new(3185, 0, 0))
-            .requires(&["flatcar-partitions", "cryptsetup"])
+            .requires(&["flatcar-partitions", "cryptsetup", "ignition-disks"])
             .config(luks_config()),
         Test::new("cl.swap_activation", swap_activation)
             .description("a swap unit and the service creating its file (kola's CLC, as spec 3) activate a 1 GiB swap file")
@@ -246,16 +246,16 @@ pub fn tests() -> Vec<Test> {
         Test::new("cl.ignition.v2_1.ext4checkexisting", ext4_check_existing)
             .description("a spec-2.1 ext4 ROOT entry without wipe keeps the existing filesystem (same UUID)")
             .platforms(&q_az())
-            .requires(&["ignition-spec2", "flatcar-partitions"]),
+            .requires(&["ignition-spec2", "ignition-disks", "flatcar-partitions"]),
         Test::new("cl.ignition.v2_1.vfat", |c| async move { formatted(&c, "vfat", "USR-B").await })
             .description("spec 2.1 formats USR-B as vfat with a fixed volume id")
             .platforms(&q_az())
-            .requires(&["ignition-spec2", "flatcar-partitions", "vfat"])
+            .requires(&["ignition-spec2", "ignition-disks", "flatcar-partitions", "vfat"])
             .config(raw_config(&v2_1_usrb("vfat", TARGET_VFAT_ID))),
         Test::new("cl.ignition.v2_1.swap", |c| async move { formatted(&c, "swap", "USR-B").await })
             .description("spec 2.1 formats USR-B as swap with a fixed UUID")
             .platforms(&q_az())
-            .requires(&["ignition-spec2", "flatcar-partitions"])
+            .requires(&["ignition-spec2", "ignition-disks", "flatcar-partitions"])
             .config(raw_config(&v2_1_usrb("swap", TARGET_UUID))),
         Test::new("cl.ignition.partition_on_boot_disk", partition_on_boot_disk)
             .description("a partition added to the boot disk at 9 GiB becomes an xfs /var with a file on it (Flatcar: ROOT ending before 9 GiB, spec-2 files on a named filesystem)")

@@ -157,6 +157,26 @@ fn tests_kept_off_qemu_unpriv_name_their_privileged_needs() {
 }
 
 #[test]
+fn configs_with_disks_filesystems_raid_or_luks_require_the_disks_stage() {
+    let mut found = 0;
+    for t in all() {
+        let Some(c) = &t.config else { continue };
+        let v: serde_json::Value = serde_json::from_str(&c.render()).unwrap();
+        let s = &v["storage"];
+        let has = |k: &str| s[k].as_array().is_some_and(|a| !a.is_empty());
+        if ["disks", "raid", "luks", "filesystems"].iter().any(|k| has(k)) {
+            found += 1;
+            assert!(
+                t.requires.iter().any(|r| r == "ignition-disks" || r == "flatcar"),
+                "{} asks Ignition's disks stage for storage but requires neither ignition-disks nor flatcar",
+                t.name
+            );
+        }
+    }
+    assert!(found >= 2, "only {found} configs with disks-stage entries");
+}
+
+#[test]
 fn verity_takes_the_root_hash_from_the_command_line() {
     let h = "a".repeat(64);
     let line = format!("root=LABEL=ROOT verity.usrhash={h} console=ttyS0");
