@@ -36,6 +36,11 @@ fn image(var: &str) -> Option<PathBuf> {
     match std::env::var_os(var) {
         Some(p) => Some(PathBuf::from(p)),
         None => {
+            // Under CI a missing image is a failure, never a silent pass.
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+                "{var} is not set under CI (ci/test sets it to the test image manifest)"
+            );
             eprintln!("skipping: {var} is not set (ci/test sets it to the test image manifest)");
             None
         }

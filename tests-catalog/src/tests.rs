@@ -164,7 +164,10 @@ fn configs_with_disks_filesystems_raid_or_luks_require_the_disks_stage() {
         let v: serde_json::Value = serde_json::from_str(&c.render()).unwrap();
         let s = &v["storage"];
         let has = |k: &str| s[k].as_array().is_some_and(|a| !a.is_empty());
-        if ["disks", "raid", "luks", "filesystems"].iter().any(|k| has(k)) {
+        if ["disks", "raid", "luks", "filesystems"]
+            .iter()
+            .any(|k| has(k))
+        {
             found += 1;
             assert!(
                 t.requires.iter().any(|r| r == "ignition-disks" || r == "flatcar"),

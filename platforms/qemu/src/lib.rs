@@ -362,13 +362,17 @@ impl QemuPlatform {
                         "image {shown} is a Linux kernel, not a disk image (pass a bogie image manifest for direct kernel boot)"
                     )));
                 }
-                match detect::disk_arch(&image.path, format, &qemu_img) {
-                    Some(found) if found != arch => return Err(mismatch(found)),
-                    Some(_) => {}
-                    None => tracing::debug!(
-                        "could not tell the architecture of {shown}; trusting --board {}",
-                        arch.board()
-                    ),
+                // diskinfo read the arch from the disk's own files (ImageInfo::arch, checked
+                // above); only a disk it could not read is probed through qemu-img.
+                if image.arch.is_none() {
+                    match detect::disk_arch(&image.path, format, &qemu_img) {
+                        Some(found) if found != arch => return Err(mismatch(found)),
+                        Some(_) => {}
+                        None => tracing::debug!(
+                            "could not tell the architecture of {shown}; trusting --board {}",
+                            arch.board()
+                        ),
+                    }
                 }
                 let disk = std::fs::canonicalize(&image.path)
                     .map_err(|e| PlatformError::io(format!("resolving {shown}"), e))?;
