@@ -548,8 +548,8 @@ pub struct DownArgs {
 /// `bogie bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run (repeatable; default all): overhead, snapshot, boots, parallel,
-    /// scale.
+    /// Benchmarks to run (repeatable; default all but catalog): overhead, snapshot, boots,
+    /// parallel, scale, catalog.
     #[arg(long = "only", value_name = "NAME")]
     pub only: Vec<String>,
     /// Tests of the scale benchmark.
@@ -561,10 +561,10 @@ pub struct BenchArgs {
     /// Restores timed by the snapshot benchmark (their median counts).
     #[arg(long, default_value_t = 3)]
     pub restores: usize,
-    /// Catalog tests of the boots benchmark (repeatable; default a selection that runs on
-    /// the test image).
-    #[arg(long = "catalog", value_name = "TEST")]
-    pub catalog: Vec<String>,
+    /// Runs the `catalog` benchmark over these catalog tests (names or globs; the whole
+    /// catalog when none are given): cold ÷ with sharing and snapshots, at `-j 2`.
+    #[arg(long = "catalog", value_name = "TEST", num_args = 0..)]
+    pub catalog: Option<Vec<String>>,
     /// Keep the runs' output here (default: a temporary directory, removed at the end).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,

@@ -111,6 +111,22 @@ progress_unit bogie-progress-systemd systemd-journald.service sysinit.target "sy
 progress_unit bogie-progress-sshd ssh.service multi-user.target "sshd started" \
     "systemctl -q is-active ssh.service &&"
 
+# The harness's readiness channel (/usr/local/libexec/bogie-ready): a line on the
+# virtio-serial port org.bogie.ready once the boot has settled.
+cat >/etc/systemd/system/bogie-ready.service <<'X'
+[Unit]
+Description=Tell the harness the system is up (virtio-serial port org.bogie.ready)
+After=ssh.service multi-user.target
+
+[Service]
+Type=simple
+ExecStart=-/usr/local/libexec/bogie-ready
+
+[Install]
+WantedBy=multi-user.target
+X
+systemctl enable bogie-ready.service
+
 # Small initramfs: only the drivers a QEMU virtio machine needs.
 sed -i 's/^MODULES=.*/MODULES=list/; s/^BUSYBOX=.*/BUSYBOX=n/; s/^COMPRESS=.*/COMPRESS=zstd/' \
     /etc/initramfs-tools/initramfs.conf

@@ -13,7 +13,7 @@ use crate::bootwatch::{watch, BootFailure};
 use crate::env::TestEnv;
 use crate::failure::HarnessError;
 use crate::ignition::Config;
-use crate::machine::{wait_settled, BringUp, TestMachine};
+use crate::machine::{wait_settled, BringUp, MachineStart, TestMachine};
 use crate::platform::{Cluster, DiskSpec, Machine, MachineSpec, PlatformError};
 use crate::setup::MachineSetup;
 use crate::snapshot::{clock_command, template_key, Claim, Templates};
@@ -137,6 +137,7 @@ pub(crate) async fn boot_machine_with(
         None => Claim::Cold,
     };
     (state.phase)(Phase::Booting);
+    let began = std::time::Instant::now();
     let (machine, restored) = start(state, spec, &claim).await?;
     let tm = TestMachine {
         inner: machine.clone(),
@@ -147,6 +148,10 @@ pub(crate) async fn boot_machine_with(
         bring_up: state.bring_up,
         cancel: state.cancel.clone(),
         enable_selinux: state.setup.enable_selinux,
+        start: Arc::new(std::sync::Mutex::new(MachineStart {
+            kind: if restored { "snapshot" } else { "cold" },
+            ..MachineStart::default()
+        })),
     };
     // Register before waiting, so a failed bring-up is still torn down and collected.
     state.machines.lock().expect("poisoned").push(tm.clone());
@@ -154,7 +159,12 @@ pub(crate) async fn boot_machine_with(
         return Ok(tm);
     }
     (state.phase)(Phase::WaitingForSsh);
-    let session = wait_for_ssh(state, &machine).await?;
+    let (session, by) = wait_for_ssh(state, &machine).await?;
+    {
+        let mut start = tm.start.lock().expect("poisoned");
+        start.ready_after = Some(began.elapsed());
+        start.ready_by = Some(by);
+    }
     *tm.session.lock().await = Some(Arc::new(session));
     if restored {
         note_restored(state, &tm).await;
@@ -218,15 +228,18 @@ async fn start(
     Ok((m, false))
 }
 
-/// Waits for the first SSH login. The console and the emulator's log are watched beside
-/// the wait where the platform allows: a panic, an emergency shell, an emulator error or a
-/// silent console ends it at once with a classed [`BootFailure`].
+/// Waits for the first SSH login: an SSH attempt once a second and, where the platform has
+/// a readiness channel ([`Machine::ready_file`]), a fresh attempt the moment the guest says
+/// it is ready (an attempt in flight may be waiting out a connection the guest never saw).
+/// Says which of the two got in (`signal` or `ssh`). The console and the emulator's log are
+/// watched beside the wait where the platform allows: a panic, an emergency shell, an
+/// emulator error or a silent console ends it at once with a classed [`BootFailure`].
 async fn wait_for_ssh(
     state: &ClusterState,
     machine: &Arc<dyn Machine>,
-) -> anyhow::Result<SshSession> {
+) -> anyhow::Result<(SshSession, &'static str)> {
     let m2 = machine.clone();
-    let wait = SshSession::wait_ready(
+    let polling = SshSession::wait_ready(
         machine.ssh_addr(),
         &state.user,
         &state.key,
@@ -238,6 +251,31 @@ async fn wait_for_ssh(
             async move { m.is_running().await }
         },
     );
+    let wait = async {
+        let Some(file) = machine.ready_file() else {
+            return polling.await.map(|s| (s, "ssh"));
+        };
+        tokio::pin!(polling);
+        tokio::select! {
+            r = &mut polling => r.map(|s| (s, "ssh")),
+            () = ready_line(&file) => {
+                let attempt = SshSession::connect(
+                    machine.ssh_addr(),
+                    &state.user,
+                    &state.key,
+                    state.bring_up.ssh_attempt_timeout,
+                )
+                .await;
+                match attempt {
+                    Ok(s) => Ok((s, "signal")),
+                    Err(e) => {
+                        tracing::debug!(machine = machine.id(), error = %e, "ready, but SSH failed; trying on");
+                        polling.await.map(|s| (s, "ssh"))
+                    }
+                }
+            }
+        }
+    };
     let never_ready = |e| anyhow!(HarnessError(format!("machine {} {e}", machine.id())));
     match state.bring_up.boot_watch {
         Some(limits) => tokio::select! {
@@ -248,6 +286,19 @@ async fn wait_for_ssh(
             }
         },
         None => wait.await.map_err(never_ready),
+    }
+}
+
+/// Returns once `file` holds a line starting with `ready` (the guest's readiness line; a
+/// local file the emulator writes, looked at ten times a second). Never returns otherwise.
+async fn ready_line(file: &Path) {
+    loop {
+        if let Ok(text) = tokio::fs::read_to_string(file).await {
+            if text.lines().any(|l| l.starts_with("ready")) {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

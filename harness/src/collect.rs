@@ -67,15 +67,21 @@ pub(crate) async fn collect(
             out.hits
                 .extend(scan(&j, opts).into_iter().map(|f| hit(f, "journal")));
         }
+        let start = m.start.lock().expect("poisoned").clone();
         out.artifacts.push(MachineArtifacts {
-            id: m.id().to_string(),
             console: rel(&ctx.out_dir, &m.dir().join("console.txt")),
             journal: journal_path
                 .exists()
                 .then(|| rel(&ctx.out_dir, &journal_path))
                 .flatten(),
             ignition: rel(&ctx.out_dir, &m.dir().join("ignition.json")),
-            kept_ssh: None,
+            start: (!start.kind.is_empty()).then(|| start.kind.to_string()),
+            handed_from: start.handed_from,
+            ready_secs: start
+                .ready_after
+                .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+            ready_by: start.ready_by.map(str::to_string),
+            ..MachineArtifacts::new(m.id())
         });
     }
     out

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod body;
 pub mod bootwatch;
 pub mod bringup;
+pub mod buckets;
 pub mod checks;
 pub mod cluster;
 pub mod collect;

@@ -53,6 +53,20 @@ impl Default for BringUp {
     }
 }
 
+/// How a machine came to the test now using it, for the report (`MachineArtifacts::start`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MachineStart {
+    /// `cold`, `snapshot` or `shared`.
+    pub(crate) kind: &'static str,
+    /// For `shared`: the test that handed the machine on.
+    pub(crate) handed_from: Option<String>,
+    /// From the emulator's start (or the restore's) to the first SSH login.
+    pub(crate) ready_after: Option<Duration>,
+    /// What told the harness to log in: `signal` (the guest's readiness line) or `ssh` (an
+    /// SSH attempt that got in).
+    pub(crate) ready_by: Option<&'static str>,
+}
+
 /// A machine as a test sees it.
 #[derive(Clone)]
 pub struct TestMachine {
@@ -65,6 +79,8 @@ pub struct TestMachine {
     pub(crate) cancel: CancellationToken,
     /// kola's SELinux setup after each boot ([`crate::setup::ENABLE_SELINUX`]).
     pub(crate) enable_selinux: bool,
+    /// How the machine came to its current test (updated when it is handed on).
+    pub(crate) start: Arc<std::sync::Mutex<MachineStart>>,
 }
 
 impl std::fmt::Debug for TestMachine {

@@ -123,6 +123,13 @@ pub trait Machine: Send + Sync {
     fn ssh_addr(&self) -> SocketAddr;
     /// Its address on the cluster's private network, when it has one.
     fn private_ip(&self) -> Option<IpAddr>;
+    /// A file the platform fills with what the guest says on its readiness channel (QEMU:
+    /// the virtio-serial port `org.bogie.ready`): a line starting `ready` once sshd is up and
+    /// the boot has settled. None where the platform has no such channel; an image that never
+    /// writes it is waited for by SSH attempts alone.
+    fn ready_file(&self) -> Option<PathBuf> {
+        None
+    }
     /// The console log so far.
     async fn console_output(&self) -> Result<String, PlatformError>;
     /// Whether the machine is still running (e.g. the QEMU process is alive).

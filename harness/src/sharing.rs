@@ -29,6 +29,20 @@ pub const SHARED_DIR: &str = "shared";
 
 /// The key under which tests may share a machine; None when `t` may not share.
 pub fn share_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
+    let shape = shape_key(t, run_memory_mb)?;
+    Some(format!(
+        "{shape};cfg={}",
+        t.config
+            .as_ref()
+            .map(|c| c.render())
+            .unwrap_or_else(|| "-".into()),
+    ))
+}
+
+/// Everything of [`share_key`] but the config: the machine a test asks for besides its
+/// Ignition config (tests of one shape may share once their configs are merged, see
+/// [`crate::buckets`]). None when `t` may not share.
+pub fn shape_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
     if !t.non_exclusive
         || t.cluster_size != 1
         || t.needs_first_boot
@@ -38,7 +52,7 @@ pub fn share_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
         return None;
     }
     Some(format!(
-        "user={:?};nokey={};noupd={};nosel={};mem={:?};disks={:?};primary={:?};nics={};kargs={:?};firstboot={:?};tpm={};cfg={}",
+        "user={:?};nokey={};noupd={};nosel={};mem={:?};disks={:?};primary={:?};nics={};kargs={:?};firstboot={:?};tpm={}",
         t.default_user,
         t.flags.no_ssh_key_in_user_data,
         t.flags.no_disable_updates,
@@ -50,10 +64,6 @@ pub fn share_key(t: &Test, run_memory_mb: Option<u32>) -> Option<String> {
         t.kernel_args,
         t.first_boot_kernel_args,
         crate::plan::needs_tpm(t),
-        t.config
-            .as_ref()
-            .map(|c| c.render())
-            .unwrap_or_else(|| "-".into()),
     ))
 }
 

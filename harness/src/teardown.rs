@@ -31,6 +31,12 @@ pub(crate) async fn hand_on(
     }
     let m = &machines[0];
     let next = hand_over(m, test).await?;
+    *m.start.lock().expect("poisoned") = crate::machine::MachineStart {
+        kind: "shared",
+        handed_from: Some(test.name.clone()),
+        ready_after: None,
+        ready_by: None,
+    };
     let ignition = match shared.ignition {
         Some(i) => i,
         None => std::fs::read_to_string(m.dir().join("ignition.json")).unwrap_or_default(),

@@ -269,6 +269,11 @@ impl Test {
         self.requires.extend(r.iter().map(|s| s.to_string()));
         self
     }
+    /// Tests (names or globs) this one must not share a machine or a merged config with.
+    pub fn conflicts(mut self, tests: &[&str]) -> Self {
+        self.conflicts.extend(tests.iter().map(|s| s.to_string()));
+        self
+    }
     /// Marks the test as leaving its machine as it found it.
     pub fn non_exclusive(mut self) -> Self {
         self.non_exclusive = true;

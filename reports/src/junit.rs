@@ -20,8 +20,10 @@
 //!   `--- subtest cl.filesystem/suid skip after 0.000s`), each followed by its excerpt or
 //!   message indented by four spaces;
 //! - suite properties `bogie.status:<test>` (flaky, warn, not-run),
-//!   `bogie.signature:<test>` and `bogie.class:<test>` (the last failure's), and `bogie.end`
-//!   (how the run ended).
+//!   `bogie.signature:<test>` and `bogie.class:<test>` (the last failure's), `bogie.end`
+//!   (how the run ended), and `bogie.machines:<test>`: the last attempt's machines and how
+//!   each started (`m3-1a2b shared after cl.basic; ...`: which tests shared a machine),
+//!   for people only (not read back).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -310,6 +312,15 @@ fn test_properties(t: &TestResult) -> Vec<(String, String)> {
     let mut props = Vec::new();
     if matches!(t.status, Status::Flaky | Status::Warn | Status::NotRun) {
         props.push((format!("bogie.status:{}", t.name), t.status.as_str().into()));
+    }
+    // The machines of the last attempt and how each started (which tests shared one).
+    let machines: Vec<String> = t
+        .attempts
+        .last()
+        .map(|a| a.machines.iter().filter_map(|m| m.start_line()).collect())
+        .unwrap_or_default();
+    if !machines.is_empty() {
+        props.push((format!("bogie.machines:{}", t.name), machines.join("; ")));
     }
     if matches!(t.status, Status::Fail | Status::Warn) {
         if let Some(f) = t.last_failure() {

@@ -254,6 +254,55 @@ pub struct MachineArtifacts {
     /// An ssh command line to reach the machine, when it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_ssh: Option<String>,
+    /// How the machine came to this test: `cold` (booted), `snapshot` (restored from a
+    /// template) or `shared` (handed on by the test before it on the same machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// For a `shared` machine, the test that handed it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_from: Option<String>,
+    /// Seconds from the emulator's start (or the restore's) to the first SSH login; none for a
+    /// machine handed on by another test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_secs: Option<f64>,
+    /// What told the harness the machine was ready: `signal` (the guest's readiness line on
+    /// its virtio-serial port) or `ssh` (SSH attempts alone, for images that send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_by: Option<String>,
+}
+
+impl MachineArtifacts {
+    /// A machine's entry with only its id.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            console: None,
+            journal: None,
+            ignition: None,
+            kept_ssh: None,
+            start: None,
+            handed_from: None,
+            ready_secs: None,
+            ready_by: None,
+        }
+    }
+
+    /// One line for people and JUnit: `m1-ab12 cold, ready in 21.4 s`,
+    /// `m1-ab12 shared after cl.basic`.
+    pub fn start_line(&self) -> Option<String> {
+        let start = self.start.as_deref()?;
+        let mut s = format!("{} {start}", self.id);
+        if let Some(t) = &self.handed_from {
+            s.push_str(&format!(" after {t}"));
+        }
+        if let Some(r) = self.ready_secs {
+            s.push_str(&format!(", ready in {r:.1} s"));
+            if let Some(by) = &self.ready_by {
+                s.push_str(&format!(" ({by})"));
+            }
+        }
+        Some(s)
+    }
 }
 
 /// The outcome of one test in a run.

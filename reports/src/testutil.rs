@@ -35,11 +35,8 @@ pub fn passed(number: u32, secs: f64) -> Attempt {
         failure: None,
         output: String::new(),
         machines: vec![MachineArtifacts {
-            id: format!("m{number}"),
             console: Some(format!("cl.test/m{number}/console.txt").into()),
-            journal: None,
-            ignition: None,
-            kept_ssh: None,
+            ..MachineArtifacts::new(format!("m{number}"))
         }],
         subtests: vec![],
     }

@@ -9,7 +9,12 @@
 //!   ÷ without (≤ 0.5), and the results must agree test for test;
 //! - `parallel`: N tests at `-j 2` ÷ (sum of their single-run walls ÷ 2) (≤ 1.1);
 //! - `scale`: 10,000 tests on the in-process instant platform, scheduling and every report
-//!   (< 2 s, < 100 MB peak RSS), beside a baseline of the same process with no tests.
+//!   (< 2 s, < 100 MB peak RSS), beside a baseline of the same process with no tests;
+//! - `catalog` (`--catalog [TEST]...`, not in the default set): the whole catalog, or the
+//!   named tests, at `-j 2` with sharing, merged-config buckets and snapshots ÷ the same
+//!   with `--no-snapshot --no-share`: machines booted cold, restored, tests on shared
+//!   machines, boots per test, both walls and their ratio (≤ 0.5, and ≤ 0.5 boots per
+//!   test), the results asserted identical test for test.
 //!
 //! The QEMU benchmarks need the test image (`--qemu-image`, or `BOGIE_TEST_IMAGE`).
 
@@ -59,6 +64,8 @@ const CATALOG: &[&str] = &[
 ];
 
 const ALL: [&str; 5] = ["overhead", "snapshot", "boots", "parallel", "scale"];
+/// Benchmarks `--only` takes besides [`ALL`] (not run by default: each takes an hour).
+const EXTRA: [&str; 1] = ["catalog"];
 
 /// One measured ratio.
 struct Figure {
@@ -108,9 +115,10 @@ pub async fn bench(g: &BenchOptions) -> anyhow::Result<u8> {
         let f = match w {
             "overhead" => overhead(g, image.as_deref().expect("checked"), &work).await,
             "snapshot" => snapshot(g, image.as_deref().expect("checked"), &work, args).await,
-            "boots" => boots(g, image.as_deref().expect("checked"), &work, args).await,
+            "boots" => boots(g, image.as_deref().expect("checked"), &work).await,
             "parallel" => parallel(g, image.as_deref().expect("checked"), &work, args).await,
             "scale" => scale(args).await,
+            "catalog" => catalog(g, image.as_deref().expect("checked"), &work, args).await,
             _ => unreachable!("checked"),
         };
         match f {
@@ -136,20 +144,29 @@ pub async fn bench(g: &BenchOptions) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The benchmarks `--only` names (all by default); an unknown name is an input error.
+/// The benchmarks `--only` names (all of [`ALL`] by default), and `catalog` when
+/// `--catalog` is given; an unknown name is an input error.
 fn chosen(args: &BenchArgs) -> anyhow::Result<Vec<&str>> {
-    if args.only.is_empty() {
-        return Ok(ALL.to_vec());
-    }
-    for o in &args.only {
-        if !ALL.contains(&o.as_str()) {
-            return Err(crate::input_error(format!(
-                "--only {o:?}: expected one of {}",
-                ALL.join(", ")
-            )));
+    let mut want: Vec<&str> = if args.only.is_empty() && args.catalog.is_some() {
+        Vec::new()
+    } else if args.only.is_empty() {
+        ALL.to_vec()
+    } else {
+        for o in &args.only {
+            if !ALL.contains(&o.as_str()) && !EXTRA.contains(&o.as_str()) {
+                return Err(crate::input_error(format!(
+                    "--only {o:?}: expected one of {}, {}",
+                    ALL.join(", "),
+                    EXTRA.join(", ")
+                )));
+            }
         }
+        args.only.iter().map(String::as_str).collect()
+    };
+    if args.catalog.is_some() && !want.contains(&"catalog") {
+        want.push("catalog");
     }
-    Ok(args.only.iter().map(String::as_str).collect())
+    Ok(want)
 }
 
 /// The test image: `--qemu-image`, else `BOGIE_TEST_IMAGE`; an input error when a chosen
@@ -253,6 +270,9 @@ async fn bogie_run(
     super::run::run(&opts, registry, stats.clone()).await?;
     let wall = t.elapsed();
     let report = bogie_reports::jsonl::read_results_jsonl(out.join("reports/results.jsonl"))?;
+    if report.end == bogie_reports::RunEnd::Interrupted {
+        bail!("interrupted");
+    }
     Ok((wall, report, stats.counts()))
 }
 
@@ -606,17 +626,8 @@ async fn snapshot(
     })
 }
 
-async fn boots(
-    g: &BenchOptions,
-    image: &Path,
-    work: &Path,
-    args: &BenchArgs,
-) -> anyhow::Result<Figure> {
-    let pats: Vec<&str> = if args.catalog.is_empty() {
-        CATALOG.to_vec()
-    } else {
-        args.catalog.iter().map(String::as_str).collect()
-    };
+async fn boots(g: &BenchOptions, image: &Path, work: &Path) -> anyhow::Result<Figure> {
+    let pats: Vec<&str> = CATALOG.to_vec();
     let reg = bogie_tests_catalog::registry();
     let mut plain_args = vec!["--no-snapshot", "--no-share", "--no-net"];
     plain_args.extend(&pats);
@@ -625,8 +636,7 @@ async fn boots(
     let mut fast_args = vec!["--snapshot", "--share", "--no-net"];
     fast_args.extend(&pats);
     let (w1, r1, c1) = bogie_run(g, image, &work.join("boots-fast"), "2", &fast_args, &reg).await?;
-    let ran = |r: &RunReport| r.tests.iter().filter(|t| t.status != Status::Skip).count() as f64;
-    let (n0, n1) = (ran(&r0).max(1.0), ran(&r1).max(1.0));
+    let (n0, n1) = (ran(&r0).max(1) as f64, ran(&r1).max(1) as f64);
     let same = statuses(&r0) == statuses(&r1);
     if !same {
         println!(
@@ -656,6 +666,103 @@ async fn boots(
             if same { "identical" } else { "DIFFER" }
         ),
     })
+}
+
+/// The `catalog` benchmark: the tests of `--catalog` (the whole catalog when none) run cold
+/// (`--no-snapshot --no-share`) and then with sharing, buckets and snapshots, both at `-j 2`
+/// and ordered the same way (no durations from earlier runs).
+async fn catalog(
+    g: &BenchOptions,
+    image: &Path,
+    work: &Path,
+    args: &BenchArgs,
+) -> anyhow::Result<Figure> {
+    let named = args.catalog.clone().unwrap_or_default();
+    let pats: Vec<&str> = if named.is_empty() {
+        vec!["*"]
+    } else {
+        named.iter().map(String::as_str).collect()
+    };
+    let reg = bogie_tests_catalog::registry();
+    let mut cold_args = vec![
+        "--no-snapshot",
+        "--no-share",
+        "--no-net",
+        "--durations",
+        "none",
+    ];
+    cold_args.extend(&pats);
+    println!(
+        "cold run (--no-snapshot --no-share) of {} ...",
+        pats.join(" ")
+    );
+    let (w0, r0, c0) =
+        bogie_run(g, image, &work.join("catalog-cold"), "2", &cold_args, &reg).await?;
+    println!(
+        "  {:.0}s: {} machines booted, {} tests ran",
+        w0.as_secs_f64(),
+        c0.cold,
+        ran(&r0)
+    );
+    let mut fast_args = vec!["--snapshot", "--share", "--no-net", "--durations", "none"];
+    fast_args.extend(&pats);
+    println!("fast run (--snapshot --share) ...");
+    let (w1, r1, c1) =
+        bogie_run(g, image, &work.join("catalog-fast"), "2", &fast_args, &reg).await?;
+    let (s0, s1) = (statuses(&r0), statuses(&r1));
+    let differ: Vec<String> = s0
+        .iter()
+        .filter(|(name, st)| s1.get(*name) != Some(st))
+        .map(|(name, st)| format!("{name}: {st:?} cold, {:?} fast", s1.get(name)))
+        .collect();
+    for d in &differ {
+        println!("  results differ: {d}");
+    }
+    let (n0, n1) = (ran(&r0), ran(&r1));
+    let per = |c: &bogie_harness::snapshot::BootCounts, n: usize| c.cold as f64 / n.max(1) as f64;
+    let (per0, per1) = (per(&c0, n0), per(&c1, n1));
+    let ratio = w1.as_secs_f64() / w0.as_secs_f64().max(f64::MIN_POSITIVE);
+    let passed = |r: &RunReport| r.tests.iter().filter(|t| t.status == Status::Pass).count();
+    println!(
+        "  cold: {n0} tests ran ({} passed), {} machines booted, {per0:.2} boots per test, wall {:.0}s",
+        passed(&r0),
+        c0.cold,
+        w0.as_secs_f64()
+    );
+    println!(
+        "  fast: {n1} tests ran ({} passed), {} machines booted cold, {} from snapshots, {} tests on shared machines, {per1:.2} boots per test, wall {:.0}s",
+        passed(&r1),
+        c1.cold,
+        c1.restored,
+        c1.reused,
+        w1.as_secs_f64()
+    );
+    Ok(Figure {
+        name: "catalog: wall with sharing+buckets+snapshots ÷ cold run",
+        ratio,
+        goal: "≤ 0.5, ≤ 0.5 boots per test",
+        met: ratio <= 0.5 && per1 <= 0.5 && differ.is_empty(),
+        detail: format!(
+            "{n1} tests ran ({} passed): cold {} boots ({per0:.2}/test) in {:.0}s; fast {} boots ({per1:.2}/test) + {} snapshot starts + {} tests on shared machines in {:.0}s; results {}",
+            passed(&r1),
+            c0.cold,
+            w0.as_secs_f64(),
+            c1.cold,
+            c1.restored,
+            c1.reused,
+            w1.as_secs_f64(),
+            if differ.is_empty() {
+                "identical test for test".to_string()
+            } else {
+                format!("DIFFER for {}", differ.len())
+            }
+        ),
+    })
+}
+
+/// How many tests of a report ran (not skipped).
+fn ran(r: &RunReport) -> usize {
+    r.tests.iter().filter(|t| t.status != Status::Skip).count()
 }
 
 async fn parallel(

@@ -73,7 +73,9 @@ pub async fn run(o: &RunOptions, registry: &Registry, stats: Arc<BootStats>) -> 
         selected = bogie_harness::shard::apply(selected, s, &o.gating.durations);
     }
     if o.share {
-        bogie_harness::external::merge_shared_configs(&mut selected);
+        for b in bogie_harness::buckets::merge_buckets(&mut selected, o.target.qemu.qemu_memory) {
+            tracing::info!(tests = %b.join(" "), "one merged config for a bucket of non-exclusive tests");
+        }
     }
     let platform = booted.platform.clone();
     let (results, mut progress) = execute(o, ctx, selected, &filter, &out, &info, &stats).await?;

@@ -46,7 +46,10 @@ pub fn tests() -> Vec<Test> {
                 r#"{"ignition":{"version":"3.0.0"},
                     "systemd":{"units":[{"name":"nfs-server.service","enabled":true}]},
                     "storage":{"files":[{"path":"/etc/exports"},{"path":"/var/lib/nfs/etab"}]}}"#,
-            )),
+            ))
+            // An NFS server beside other tests changes only what cl.network.listeners sees.
+            .conflicts(&["cl.network.listeners*"])
+            .non_exclusive(),
         Test::new("coreos.ignition.sethostname", sethostname)
             .description("Ignition writes /etc/hostname and hostnamectl reports it as the static hostname")
             .platforms(&["!azure"])
@@ -55,7 +58,8 @@ pub fn tests() -> Vec<Test> {
                 r#"{"ignition":{"version":"3.0.0"},
                     "storage":{"files":[{"path":"/etc/hostname","mode":420,"overwrite":true,
                                          "contents":{"source":"data:,core1"}}]}}"#,
-            )),
+            ))
+            .non_exclusive(),
         Test::new("cl.ignition.v1.sethostname", |c| async move {
             boot_v1(&c, V1_HOSTNAME).await?;
             sethostname(c).await
@@ -95,12 +99,16 @@ pub fn tests() -> Vec<Test> {
                 r#"{"ignition":{"version":"3.0.0"},
                     "storage":{"links":[{"group":{"name":"core"},"overwrite":true,"path":"/etc/localtime",
                       "user":{"name":"core"},"hard":false,"target":"/usr/share/zoneinfo/Europe/Zurich"}]}}"#,
-            )),
+            ))
+            // cl.filesystem judges every link of the root.
+            .conflicts(&["cl.filesystem"])
+            .non_exclusive(),
         Test::new("cl.ignition.instantiated.enable-unit", instantiated)
             .description("Ignition enables instances of template units (echo@bar.service, echo@foo.service, echo@foo.timer)")
             .platforms(&q())
             .min_version(Version::new(3185, 0, 0))
-            .config(raw_config(INSTANTIATED)),
+            .config(raw_config(INSTANTIATED))
+            .non_exclusive(),
         Test::new("cl.ignition.kargs", kargs)
             .description("kernelArguments.shouldExist adds `quiet` to the kernel command line (Flatcar: Ignition's kargs stage and its reboot)")
             .min_version(Version::new(3185, 0, 0))
@@ -124,7 +132,11 @@ pub fn tests() -> Vec<Test> {
             .description("Ignition creates groups with fixed gids and a password hash (group, gshadow)")
             .platforms(&q_az())
             .distros(&all_distros())
-            .config(raw_config(GROUPS_V3)),
+            .config(raw_config(GROUPS_V3))
+            // Its groups have password hashes: cl.filesystem and the sysusers test read
+            // /etc/gshadow.
+            .conflicts(&["cl.filesystem", "systemd.sysusers.*"])
+            .non_exclusive(),
         Test::new("cl.ignition.v1.groups", |c| async move {
             boot_v1(&c, V1_GROUPS).await?;
             groups(c).await

@@ -59,7 +59,60 @@ fn catalog_configs() -> Vec<(String, Config)> {
         .filter_map(|t| t.config.clone().map(|c| (t.name.clone(), c)))
         .collect();
     v.extend(body_configs().into_iter().map(|(n, c)| (n.to_string(), c)));
+    v.extend(bucket_configs());
     v
+}
+
+/// The merged configs of the whole catalog's buckets of non-exclusive tests, as `bogie run
+/// '*'` with sharing makes them (named `bucket:<tests>`).
+fn bucket_configs() -> Vec<(String, Config)> {
+    let mut selected: Vec<_> = all()
+        .into_iter()
+        .map(bogie_harness::select::Selected::Run)
+        .collect();
+    let buckets = bogie_harness::buckets::merge_buckets(&mut selected, None);
+    buckets
+        .iter()
+        .filter_map(|names| {
+            let t = selected.iter().find(|s| s.test().name == names[0])?.test();
+            Some((format!("bucket:{}", names.join(",")), t.config.clone()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_non_exclusive_tests_of_the_test_image_share_merged_buckets() {
+    let buckets = bogie_harness::buckets::merge_buckets(
+        &mut all()
+            .into_iter()
+            .map(bogie_harness::select::Selected::Run)
+            .collect::<Vec<_>>(),
+        None,
+    );
+    let bucket_of = |name: &str| buckets.iter().position(|b| b.iter().any(|n| n == name));
+    // Tests with configs of their own share one bucket with config-less ones...
+    let first = bucket_of("cl.basic").expect("cl.basic is in a bucket");
+    for t in [
+        "coreos.auth.verify",
+        "cl.users.shells",
+        "coreos.ignition.sethostname",
+        "coreos.ignition.systemd.enable-service",
+        "cl.ignition.instantiated.enable-unit",
+    ] {
+        assert_eq!(bucket_of(t), Some(first), "{t}: {buckets:?}");
+    }
+    // ...and never one with a test they name in `conflicts`.
+    for (a, b) in [
+        ("cl.ignition.symlink", "cl.filesystem"),
+        ("coreos.ignition.groups", "cl.filesystem"),
+    ] {
+        assert!(bucket_of(a).is_some(), "{a} shares: {buckets:?}");
+        assert_ne!(bucket_of(a), bucket_of(b), "{a} and {b}: {buckets:?}");
+    }
+    assert!(
+        bucket_of("docker.base").is_none(),
+        "exclusive tests stay alone"
+    );
 }
 
 /// Every spec-3 config the catalog writes.

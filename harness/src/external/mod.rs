@@ -6,9 +6,9 @@
 //! - [`discover`]: which files are tests and their names (`ext.<DIR>.<dirs>.<file>`).
 //! - [`meta`]: `kola.json` and the `# kola:` / `## kola:` headers.
 //! - [`load`]: both together, as registered [`Test`]s.
-//! - [`merge_shared_configs`]: non-exclusive tests get one merged config per bucket of
-//!   tests that do not conflict, so that bogie's sharing ([`crate::sharing`]) runs them
-//!   one after another on one machine, as kola does.
+//! - non-exclusive external tests get one merged config per bucket of tests that do not
+//!   conflict, as every non-exclusive test does ([`crate::buckets`]), so that bogie's
+//!   sharing ([`crate::sharing`]) runs them one after another on one machine, as kola does.
 //! - the test body (module `guest`): uploads the test and its data, runs the unit, follows
 //!   autopkgtest reboot requests.
 
@@ -24,8 +24,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::ignition::Config;
-use crate::select::Selected;
-use crate::sharing::conflict;
 use crate::test::Test;
 
 pub use discover::{discover, Discovery, Found};
@@ -219,113 +217,6 @@ fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-/// Whether `t` is an external test that may share a machine.
-fn shares(t: &Test) -> bool {
-    t.has_tag(EXTERNAL_TAG) && t.non_exclusive && t.cluster_size == 1
-}
-
-/// Gives the non-exclusive external tests of a run their machines' configs, as kola does:
-/// they are put in buckets of tests that do not conflict and whose configs merge (spec 3,
-/// no file, directory, link, unit, user or group defined twice), and every test of a
-/// bucket gets the bucket's merged config, so that bogie's sharing runs them one after
-/// another on one machine. Buckets without any config are left as they are.
-pub fn merge_shared_configs(selected: &mut [Selected]) {
-    let mut buckets: Vec<(Vec<usize>, Option<Config>)> = Vec::new();
-    for i in 0..selected.len() {
-        let Selected::Run(t) = &selected[i] else {
-            continue;
-        };
-        if !shares(t) {
-            continue;
-        }
-        let fits = |(members, merged): &(Vec<usize>, Option<Config>)| {
-            members.iter().all(|&j| !conflict(selected[j].test(), t))
-                && match (merged, &t.config) {
-                    (Some(a), Some(b)) => mergeable(a, b),
-                    _ => true,
-                }
-        };
-        match buckets.iter().position(fits) {
-            Some(b) => {
-                let (members, merged) = &mut buckets[b];
-                members.push(i);
-                if let Some(c) = &t.config {
-                    *merged = Some(match merged.take() {
-                        Some(m) => merge(m, c),
-                        None => c.clone(),
-                    });
-                }
-            }
-            None => buckets.push((vec![i], t.config.clone())),
-        }
-    }
-    for (members, merged) in buckets {
-        let Some(merged) = merged else {
-            continue;
-        };
-        for i in members {
-            if let Selected::Run(t) = &mut selected[i] {
-                t.config = Some(merged.clone());
-            }
-        }
-    }
-}
-
-/// The entries Ignition allows once per config, as `section/key/field=value`.
-fn identities(c: &Config) -> Vec<String> {
-    const KEYED: &[(&str, &str, &str)] = &[
-        ("storage", "files", "path"),
-        ("storage", "directories", "path"),
-        ("storage", "links", "path"),
-        ("storage", "filesystems", "device"),
-        ("storage", "disks", "device"),
-        ("storage", "raid", "name"),
-        ("storage", "luks", "name"),
-        ("systemd", "units", "name"),
-        ("passwd", "users", "name"),
-        ("passwd", "groups", "name"),
-    ];
-    let mut out = Vec::new();
-    for (sec, key, field) in KEYED {
-        let Some(items) = c.as_value().pointer(&format!("/{sec}/{key}")) else {
-            continue;
-        };
-        for item in items.as_array().into_iter().flatten() {
-            if let Some(v) = item.get(*field).and_then(Value::as_str) {
-                out.push(format!("{sec}/{key}/{v}"));
-            }
-        }
-    }
-    out
-}
-
-fn spec_parts(c: &Config) -> Vec<u32> {
-    c.version()
-        .split('.')
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
-}
-
-/// Whether two configs merge into one Ignition accepts: both spec 3, nothing defined twice.
-pub fn mergeable(a: &Config, b: &Config) -> bool {
-    if !a.is_v3() || !b.is_v3() {
-        return false;
-    }
-    let ia = identities(a);
-    !identities(b).iter().any(|x| ia.contains(x))
-}
-
-/// `a` and `b` in one config (arrays joined, the newer spec version).
-pub fn merge(a: Config, b: &Config) -> Config {
-    let version = if spec_parts(b) > spec_parts(&a) {
-        b.version().to_string()
-    } else {
-        a.version().to_string()
-    };
-    a.merge(b.as_value().clone())
-        .merge(serde_json::json!({ "ignition": { "version": version } }))
-}
-
 /// Writes `root/rel` with `mode`, making its directories (for the tests of this module).
 #[cfg(test)]
 pub(crate) fn write_test_file(root: &Path, rel: &str, text: &str, mode: u32) {
@@ -441,61 +332,5 @@ mod tests {
             why.contains("config.bu (Butane needs the butane binary"),
             "{why}"
         );
-    }
-
-    fn ext(name: &str, config: Option<Config>) -> Test {
-        let mut t = Test::new(name, |_c| async { Ok(()) }).non_exclusive();
-        t.tags.push(EXTERNAL_TAG.into());
-        t.config = config;
-        t
-    }
-
-    #[test]
-    fn non_exclusive_configs_merge_per_bucket() {
-        let f = |path: &str| Config::new().file(path, "x", 0o644);
-        let mut c = ext("ext.p.c", None);
-        c.conflicts = vec!["ext.p.a".into()];
-        let mut selected = vec![
-            Selected::Run(ext("ext.p.a", Some(f("/etc/a")))),
-            Selected::Run(ext("ext.p.b", Some(f("/etc/b")))),
-            Selected::Run(c),
-            Selected::Run(ext("ext.p.same-path", Some(f("/etc/a")))),
-            Selected::Run(ext("ext.p.none", None)),
-            Selected::Run(Test::new("cl.native", |_c| async { Ok(()) }).non_exclusive()),
-        ];
-        merge_shared_configs(&mut selected);
-        let files = |i: usize| -> Vec<String> {
-            selected[i]
-                .test()
-                .config
-                .as_ref()
-                .map(|c| {
-                    c.as_value()["storage"]["files"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|f| f["path"].as_str().unwrap().to_string())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        assert_eq!(files(0), vec!["/etc/a", "/etc/b"]);
-        assert_eq!(files(1), vec!["/etc/a", "/etc/b"]);
-        assert_eq!(
-            files(4),
-            vec!["/etc/a", "/etc/b"],
-            "no config: the bucket's"
-        );
-        // c conflicts with a; same-path cannot merge into a's bucket: both go to a second.
-        assert_eq!(files(2), vec!["/etc/a"]);
-        assert_eq!(files(3), vec!["/etc/a"]);
-        assert!(
-            selected[5].test().config.is_none(),
-            "native tests are left alone"
-        );
-        let v30 = Config::from_json(r#"{"ignition":{"version":"3.0.0"}}"#).unwrap();
-        assert_eq!(merge(v30, &Config::new()).version(), "3.3.0");
-        let v2 = Config::from_json(r#"{"ignition":{"version":"2.3.0"}}"#).unwrap();
-        assert!(!mergeable(&v2, &Config::new()));
     }
 }

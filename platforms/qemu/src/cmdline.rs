@@ -104,6 +104,10 @@ pub(crate) fn extra_nic_net(index: usize) -> String {
     format!("10.0.{}.0/24", index + 3)
 }
 
+/// The name of the virtio-serial port a guest says it is ready on (the guest's
+/// `/dev/virtio-ports/org.bogie.ready`).
+pub(crate) const READY_PORT: &str = "org.bogie.ready";
+
 /// Everything one QEMU invocation needs.
 #[derive(Debug, Clone)]
 pub(crate) struct MachinePlan {
@@ -127,6 +131,10 @@ pub(crate) struct MachinePlan {
     pub ssh_port: u16,
     /// Serial console log file.
     pub console: PathBuf,
+    /// Where the guest's readiness line goes: the virtio-serial port `org.bogie.ready`,
+    /// which the test images write to once sshd is up and the boot has settled
+    /// ([`READY_PORT`]).
+    pub ready: Option<PathBuf>,
     /// QMP socket path (relative to QEMU's working directory, the machine dir, to stay short).
     pub qmp_socket: PathBuf,
     pub private_nic: Option<PrivateNic>,
@@ -404,6 +412,16 @@ impl MachinePlan {
             "-serial",
             "chardev:console0",
         ]);
+        if let Some(ready) = &self.ready {
+            push(&[
+                "-device",
+                "virtio-serial-pci,id=vser0",
+                "-chardev",
+                &format!("file,id=ready0,path={}{append}", opt_path(ready)?),
+                "-device",
+                &format!("virtserialport,bus=vser0.0,chardev=ready0,name={READY_PORT}"),
+            ]);
+        }
         if self.no_reboot {
             push(&["-no-reboot"]);
         }
@@ -451,6 +469,7 @@ mod tests {
             ],
             ssh_port: 40022,
             console: "/out/t/m0/console.txt".into(),
+            ready: None,
             qmp_socket: "qmp.sock".into(),
             private_nic: Some(PrivateNic {
                 mcast: "230.77.1.2:45000".parse().unwrap(),
@@ -796,6 +815,20 @@ mod tests {
         assert!(s.contains("-netdev user,id=net2,net=10.0.3.0/24 -device virtio-net-pci,netdev=net2,mac=52:55:00:d1:56:00,romfile="));
         assert!(s.contains("-netdev user,id=net3,net=10.0.4.0/24 -device virtio-net-pci,netdev=net3,mac=52:55:00:d1:56:01,romfile="));
         assert!(!joined(&plan(Arch::Amd64, Boot::Firmware(Firmware::Default))).contains("net2"));
+    }
+
+    #[test]
+    fn the_guests_readiness_port_is_a_virtio_serial_port_into_a_file() {
+        for arch in [Arch::Amd64, Arch::Arm64] {
+            let mut p = plan(arch, Boot::Firmware(Firmware::Default));
+            assert!(!joined(&p).contains("virtserialport"), "none unless asked");
+            p.ready = Some("/out/t/m0/ready.txt".into());
+            assert!(joined(&p).contains(
+                "-device virtio-serial-pci,id=vser0 -chardev file,id=ready0,path=/out/t/m0/ready.txt -device virtserialport,bus=vser0.0,chardev=ready0,name=org.bogie.ready"
+            ));
+            p.console_append = true;
+            assert!(joined(&p).contains("file,id=ready0,path=/out/t/m0/ready.txt,append=on"));
+        }
     }
 
     #[test]

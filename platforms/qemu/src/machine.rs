@@ -33,6 +33,8 @@ const SWTPM_SOCKET: &str = "swtpm.sock";
 const SWTPM_STATE: &str = "tpm";
 const SWTPM_LOG: &str = "swtpm.log";
 const CONSOLE: &str = "console.txt";
+/// What the guest wrote to its readiness port ([`crate::cmdline::READY_PORT`]).
+const READY: &str = "ready.txt";
 const IGNITION: &str = "ignition.json";
 
 /// How long QEMU may take to bring up its monitor.
@@ -528,6 +530,7 @@ async fn boot_machine(
         fw_cfg_names: p.fw_cfg_names.clone(),
         ssh_port: 0,
         console: dir.join(CONSOLE),
+        ready: Some(dir.join(READY)),
         qmp_socket: PathBuf::from(QMP_SOCKET),
         private_nic: Some(PrivateNic {
             mcast,
@@ -1110,6 +1113,10 @@ impl Machine for QemuMachine {
 
     fn private_ip(&self) -> Option<IpAddr> {
         self.private_ip.map(IpAddr::V4)
+    }
+
+    fn ready_file(&self) -> Option<PathBuf> {
+        Some(self.dir.join(READY))
     }
 
     async fn console_output(&self) -> Result<String, PlatformError> {
