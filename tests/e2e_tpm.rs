@@ -119,3 +119,54 @@ fn which(bin: &str) -> Option<std::path::PathBuf> {
             .find(|f| f.is_file())
     })
 }
+
+/// The catalog's `cl.tpm.*` on the amd64 test image: `cl.tpm.eventlog` runs and passes (a
+/// TPM, the firmware's event log, tpm2-tools); each of the other five is skipped with what
+/// it still lacks there (Ignition's disks stage for the data volume, Flatcar's initramfs for
+/// a LUKS root), and none counts as passed.
+#[test]
+fn the_catalogs_tpm_tests_run_where_the_image_allows_and_name_what_they_lack() {
+    let _g = serial();
+    if which("swtpm").is_none() {
+        let why = "swtpm is not installed (ci/install-deps installs it)";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("SKIPPED: the_catalogs_tpm_tests_run_where_the_image_allows_and_name_what_they_lack: {why}");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let mut args = qemu_run_args(&out);
+    args.push("cl.tpm.*".into());
+    dispatch(&args, bogie_tests_catalog::registry());
+    let report = results(&out);
+    let find = |n: &str| report.tests.iter().find(|t| t.name == n).unwrap();
+    let ev = find("cl.tpm.eventlog");
+    assert_eq!(
+        ev.status,
+        Status::Pass,
+        "{:?}",
+        ev.last_failure().map(|f| &f.message)
+    );
+    let data = find("cl.tpm.nonroot");
+    assert_eq!(data.status, Status::Skip);
+    let why = data.skip_reason.as_deref().unwrap_or_default();
+    assert!(why.contains("ignition-disks"), "{why}");
+    assert!(!why.contains("flatcar"), "{why}");
+    for n in [
+        "cl.tpm.root",
+        "cl.tpm.root-cryptenroll",
+        "cl.tpm.root-cryptenroll-pcr-noupdate",
+        "cl.tpm.root-cryptenroll-pcr-withupdate",
+    ] {
+        let t = find(n);
+        assert_eq!(t.status, Status::Skip, "{n}");
+        let why = t.skip_reason.as_deref().unwrap_or_default();
+        assert!(why.contains("flatcar"), "{n}: {why}");
+    }
+    assert_eq!(report.tests.len(), 6);
+    assert!(
+        processes("swtpm", &out).is_empty(),
+        "swtpm left behind: {:?}",
+        processes("swtpm", &out)
+    );
+}

@@ -163,6 +163,8 @@ pub const RULES: &[Rule] = &[
     Rule { capability: "vfat", needs: &[Program("mkfs.vfat"), Modules(&["vfat"])] },
     Rule { capability: "cryptsetup", needs: &[Program("cryptsetup"), Modules(&["dm_crypt"])] },
     Rule { capability: "curl", needs: &[Program("curl")] },
+    Rule { capability: "tpm2-tools", needs: &[Program("tpm2_eventlog"), Program("tpm2_getcap")] },
+    Rule { capability: "clevis", needs: &[Program("clevis"), Program("clevis-luks-bind")] },
     Rule { capability: "openssl", needs: &[Program("openssl")] },
     Rule { capability: "ipvsadm", needs: &[Program("ipvsadm"), Modules(&["ip_vs"])] },
     Rule {

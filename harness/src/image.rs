@@ -202,6 +202,8 @@ pub const FLATCAR_PROVIDES: &[&str] = &[
     "cloudinit",
     "ignition-fetch",
     "ignition-disks",
+    "tpm2-tools",
+    "clevis",
 ];
 
 /// Whether a manifest's `os_id` names Flatcar (an empty one is taken as Flatcar, as for

@@ -89,7 +89,7 @@ pub fn tests() -> Vec<Test> {
                 .cluster_size(0)
                 .platforms(&["qemu"])
                 .min_version(Version::new(3913, 0, 1))
-                .requires(&["flatcar", "flatcar-partitions", "tpm"])
+                .requires(variant.requires())
                 .disks(&[secondary()]),
         );
     }
@@ -102,11 +102,11 @@ pub fn tests() -> Vec<Test> {
             .await?;
             Ok(())
         })
-        .description("tpm2_eventlog parses the firmware's TPM event log (Flatcar: tpm2-tools)")
+        .description("tpm2_eventlog parses the firmware's TPM event log")
         .cluster_size(0)
         .platforms(&["qemu"])
         .min_version(Version::new(4082, 0, 0))
-        .requires(&["flatcar", "tpm"]),
+        .requires(&["tpm", "tpm-event-log", "tpm2-tools"]),
     );
     v
 }
@@ -318,10 +318,19 @@ impl TpmVariant {
     fn description(self) -> &'static str {
         match self {
             TpmVariant::Clevis => "the root filesystem on LUKS bound to the TPM through clevis unlocks at boot and after a reboot (Flatcar: clevis in its initramfs, a root rebuilt from /usr)",
-            TpmVariant::ClevisData => "a data filesystem on LUKS on an extra disk, bound to the TPM through clevis, is mounted at boot and after a reboot (Flatcar: clevis)",
+            TpmVariant::ClevisData => "a data filesystem on LUKS on an extra disk, bound to the TPM through clevis by Ignition's disks stage, is mounted at boot and after a reboot",
             TpmVariant::Cryptenroll => "systemd-cryptenroll binds the LUKS root to the TPM on first boot; it unlocks after a reboot (Flatcar: TPM unlock in its systemd initramfs, a root rebuilt from /usr)",
             TpmVariant::PcrNoUpdate => "systemd-cryptenroll binds the LUKS root to TPM PCRs after a first reboot; it unlocks again (Flatcar: TPM unlock in its systemd initramfs, a root rebuilt from /usr)",
             TpmVariant::PcrWithUpdate => "a PCR-bound LUKS root survives an update's oem-postinst unbinding and a changed grub.cfg (Flatcar: TPM unlock in its systemd initramfs, oem-postinst, /oem/grub.cfg)",
+        }
+    }
+
+    /// What the variant needs: the data-volume one only the disks stage, clevis and a TPM;
+    /// the root ones Flatcar's initramfs (the pieces their descriptions name).
+    fn requires(self) -> &'static [&'static str] {
+        match self {
+            TpmVariant::ClevisData => &["tpm", "ignition-disks", "cryptsetup", "clevis"],
+            _ => &["flatcar", "flatcar-partitions", "tpm"],
         }
     }
 

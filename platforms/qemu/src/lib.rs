@@ -636,6 +636,13 @@ impl Platform for QemuPlatform {
         }
         if self.inner.swtpm.is_some() {
             c.insert("tpm".into());
+            // The firmware measures the boot into an event log the kernel shows at
+            // /sys/kernel/security/tpm0/binary_bios_measurements: SeaBIOS (also behind a
+            // direct kernel boot) and OVMF do on the PC. arm64's direct kernel boot runs no
+            // firmware, and AAVMF's TPM measurement is not verified here.
+            if self.inner.opts.arch == Arch::Amd64 {
+                c.insert("tpm-event-log".into());
+            }
         }
         if matches!(
             self.inner.boot,
