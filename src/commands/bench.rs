@@ -698,23 +698,12 @@ async fn catalog(
     );
     let (w0, r0, c0) =
         bogie_run(g, image, &work.join("catalog-cold"), "2", &cold_args, &reg).await?;
-    println!(
-        "  {:.0}s: {} machines booted, {} tests ran",
-        w0.as_secs_f64(),
-        c0.cold,
-        ran(&r0)
-    );
     let mut fast_args = vec!["--snapshot", "--share", "--no-net", "--durations", "none"];
     fast_args.extend(&pats);
     println!("fast run (--snapshot --share) ...");
     let (w1, r1, c1) =
         bogie_run(g, image, &work.join("catalog-fast"), "2", &fast_args, &reg).await?;
-    let (s0, s1) = (statuses(&r0), statuses(&r1));
-    let differ: Vec<String> = s0
-        .iter()
-        .filter(|(name, st)| s1.get(*name) != Some(st))
-        .map(|(name, st)| format!("{name}: {st:?} cold, {:?} fast", s1.get(name)))
-        .collect();
+    let differ = differences(&r0, &r1);
     for d in &differ {
         println!("  results differ: {d}");
     }
@@ -758,6 +747,15 @@ async fn catalog(
             }
         ),
     })
+}
+
+/// The tests whose status differs between two runs, one line each.
+fn differences(cold: &RunReport, fast: &RunReport) -> Vec<String> {
+    let (s0, s1) = (statuses(cold), statuses(fast));
+    s0.iter()
+        .filter(|(name, st)| s1.get(*name) != Some(st))
+        .map(|(name, st)| format!("{name}: {st:?} cold, {:?} fast", s1.get(name)))
+        .collect()
 }
 
 /// How many tests of a report ran (not skipped).
