@@ -67,10 +67,7 @@ fn processes(what: &str, needle: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_test_that_requires_tpm_gets_a_tpm2_and_nothing_is_left() {
     let _g = serial();
-    if which("swtpm").is_none() {
-        let why = "swtpm is not installed (ci/install-deps installs it)";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("SKIPPED: a_test_that_requires_tpm_gets_a_tpm2_and_nothing_is_left: {why}");
+    if no_swtpm("a_test_that_requires_tpm_gets_a_tpm2_and_nothing_is_left") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -112,6 +109,17 @@ fn a_test_that_requires_tpm_gets_a_tpm2_and_nothing_is_left() {
     );
 }
 
+/// Whether swtpm is missing: a failure under CI, else a skip said on stderr.
+fn no_swtpm(test: &str) -> bool {
+    if which("swtpm").is_some() {
+        return false;
+    }
+    let why = "swtpm is not installed (ci/install-deps installs it)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("SKIPPED: {test}: {why}");
+    true
+}
+
 fn which(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
@@ -127,10 +135,7 @@ fn which(bin: &str) -> Option<std::path::PathBuf> {
 #[test]
 fn the_catalogs_tpm_tests_run_where_the_image_allows_and_name_what_they_lack() {
     let _g = serial();
-    if which("swtpm").is_none() {
-        let why = "swtpm is not installed (ci/install-deps installs it)";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("SKIPPED: the_catalogs_tpm_tests_run_where_the_image_allows_and_name_what_they_lack: {why}");
+    if no_swtpm("the_catalogs_tpm_tests_run_where_the_image_allows_and_name_what_they_lack") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
